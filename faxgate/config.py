@@ -1,0 +1,230 @@
+"""The configuration: one TOML file, every key typed, documented and defaulted.
+
+Lookup order: ``--config PATH``, else ``$FAXGATE_CONFIG``, else
+``/etc/faxgate/faxgate.toml``. A missing default file means "all defaults"; a
+file named explicitly must exist. Unknown sections or keys and wrong types are
+errors that name the key and the file, because a typo silently ignored is a
+fax sent to the wrong place.
+
+Each section is a frozen dataclass; a field's ``metadata["doc"]`` is its
+documentation (printed by ``faxgate config check --doc`` and mirrored in
+``deploy/faxgate.toml.example``) and ``metadata["choices"]`` restricts values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from faxgate.errors import ConfigError
+
+DEFAULT_PATH = Path("/etc/faxgate/faxgate.toml")
+ENV_VAR = "FAXGATE_CONFIG"
+
+
+def _opt(default: Any, doc: str, choices: tuple[Any, ...] | None = None) -> Any:
+    meta: dict[str, Any] = {"doc": doc}
+    if choices is not None:
+        meta["choices"] = choices
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class DialplanConfig:
+    country_code: str = _opt("86", "Country calling code of this fax server (no prefix).")
+    area_code: str = _opt("755", "Local area (trunk) code, without the national prefix.")
+    international_prefix: str = _opt("00", "Digits dialled before a foreign country code.")
+    national_prefix: str = _opt("0", "Digits dialled before another area code at home.")
+    outside_line_prefix: str = _opt(
+        "", "Digits that get an outside line from a PBX (e.g. '9'), empty for none."
+    )
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: str = _opt("/var/lib/faxgate/faxgate.db", "SQLite database: senders, jobs, events.")
+
+
+@dataclass(frozen=True)
+class SpoolConfig:
+    directory: str = _opt("/var/spool/faxgate", "Spool directory shared by milter and faxd.")
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    max_recipients: int = _opt(50, "Most recipients one Subject may name.")
+    max_pages: int = _opt(100, "Most pages one job may have (after rendering).")
+    jobs_per_day: int = _opt(200, "Default daily job quota per sender (0 = unlimited).")
+    max_message_bytes: int = _opt(25_000_000, "Largest fax mail accepted, in bytes.")
+    max_attachment_bytes: int = _opt(20_000_000, "Largest single attachment, in bytes.")
+
+
+@dataclass(frozen=True)
+class MilterConfig:
+    socket: str = _opt("inet:8899@127.0.0.1", "Milter socket: 'inet:PORT@HOST' or 'unix:PATH'.")
+    fax_addresses: list[str] = _opt(
+        ["fax@localhost"], "Addresses that turn a mail into a fax job (case-insensitive)."
+    )
+    unauthorized: str = _opt(
+        "reject",
+        "What to do with mail from senders not allowed to fax: reject (550) or discard.",
+        ("reject", "discard"),
+    )
+    require_auth: bool = _opt(False, "Require the SMTP AUTH login to be the sender's login.")
+    trusted_authserv_id: str = _opt(
+        "",
+        "authserv-id whose Authentication-Results headers are trusted (empty: ignore them all).",
+    )
+    require_dkim: bool = _opt(
+        False,
+        "Require a trusted Authentication-Results dkim=pass or dmarc=pass aligned with From.",
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    """The effective configuration and the file it came from (None = defaults)."""
+
+    source: Path | None = None
+    dialplan: DialplanConfig = field(default_factory=DialplanConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    milter: MilterConfig = field(default_factory=MilterConfig)
+
+
+SECTIONS: dict[str, type] = {
+    name: hint for name, hint in typing.get_type_hints(Config).items() if name != "source"
+}
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(hint)[0])}"
+    names = {str: "string", int: "integer", float: "number", bool: "boolean"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _build_section(name: str, cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: [{name}] must be a table")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(
+                f"{where}: unknown key '{name}.{key}' (known: {', '.join(sorted(known))})"
+            )
+    values = {}
+    for key, value in raw.items():
+        hint = hints[key]
+        if not _type_ok(value, hint):
+            raise ConfigError(
+                f"{where}: key '{name}.{key}' must be a {_type_name(hint)}, "
+                f"not {type(value).__name__} {value!r}"
+            )
+        choices = known[key].metadata.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(
+                f"{where}: key '{name}.{key}' must be one of {', '.join(map(str, choices))}, "
+                f"not {value!r}"
+            )
+        values[key] = value
+    return cls(**values)
+
+
+def parse(data: dict[str, Any], source: Path | None = None) -> Config:
+    """Validate already-parsed TOML data into a Config."""
+    where = str(source) if source else "<defaults>"
+    for name in data:
+        if name not in SECTIONS:
+            raise ConfigError(
+                f"{where}: unknown section [{name}] (known: {', '.join(sorted(SECTIONS))})"
+            )
+    sections = {
+        name: _build_section(name, cls, data.get(name, {}), where) for name, cls in SECTIONS.items()
+    }
+    return Config(source=source, **sections)
+
+
+def resolve_path(explicit: str | os.PathLike[str] | None = None) -> tuple[Path, bool]:
+    """Return the config path to use and whether it was asked for explicitly."""
+    if explicit:
+        return Path(explicit), True
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env), True
+    return DEFAULT_PATH, False
+
+
+def load(explicit: str | os.PathLike[str] | None = None) -> Config:
+    """Load the configuration following the documented lookup order."""
+    path, required = resolve_path(explicit)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"{path}: configuration file not found") from None
+        return parse({}, None)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read configuration: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    return parse(data, path)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def dump(config: Config, with_docs: bool = False) -> str:
+    """The effective configuration as TOML (optionally with each key's doc)."""
+    lines: list[str] = []
+    for name in SECTIONS:
+        section = getattr(config, name)
+        if lines:
+            lines.append("")
+        lines.append(f"[{name}]")
+        for f in dataclasses.fields(section):
+            if with_docs:
+                lines.append(f"# {f.metadata['doc']}")
+            lines.append(f"{f.name} = {_toml_value(getattr(section, f.name))}")
+    return "\n".join(lines) + "\n"

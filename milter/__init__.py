@@ -1,0 +1,1 @@
+"""The Postfix milter: decides at SMTP time and spools fax jobs."""

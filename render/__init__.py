@@ -1,0 +1,1 @@
+"""Documents to fax pages: PDF, images, text, Office, header and cover."""
