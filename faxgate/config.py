@@ -90,6 +90,63 @@ class MilterConfig:
 
 
 @dataclass(frozen=True)
+class PolicyConfig:
+    """Toll-fraud rules applied to every recipient before a job is accepted."""
+
+    deny_prefixes: list[str] = _opt(
+        [], "E.164 prefixes (digits, no '+') never dialled, e.g. premium-rate ranges."
+    )
+    allow_prefixes: list[str] = _opt(
+        [], "E.164 prefixes always allowed, even where deny_prefixes or premium match."
+    )
+    premium_prefixes: list[str] = _opt(
+        ["86168", "86169", "1900", "1976", "44871", "44872", "44873", "4490"],
+        "E.164 prefixes of premium-rate numbers; blocked unless the sender may call them.",
+    )
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """How documents become fax pages (owned by faxgate.render)."""
+
+    resolution: str = _opt(
+        "fine", "Vertical resolution of pages.", ("standard", "fine", "superfine")
+    )
+    paper: str = _opt("a4", "Paper size pages are laid out on.", ("a4", "letter"))
+    coding: str = _opt("mr", "Compression in the spooled TIFF.", ("mh", "mr", "mmr"))
+
+
+@dataclass(frozen=True)
+class FaxConfig:
+    """The modems and how calls are placed (owned by faxgate.faxd)."""
+
+    station_id: str = _opt("+86 755 0000000", "Our fax number as sent in TSI (20 chars max).")
+    modems: list[str] = _opt([], "Serial devices of Class 1 fax modems (or simulated lines).")
+
+
+@dataclass(frozen=True)
+class FaxdConfig:
+    """Queue and retry policy of the fax daemon."""
+
+    rescan_seconds: int = _opt(30, "Periodic spool rescan in addition to inotify.")
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    """Where receipts and network-number (T.37-style) deliveries are sent."""
+
+    host: str = _opt("127.0.0.1", "SMTP server for outgoing mail.")
+    port: int = _opt(25, "Its port.")
+
+
+@dataclass(frozen=True)
+class ReceiptsConfig:
+    """Receipt e-mails to senders."""
+
+    language: str = _opt("en", "Default receipt language; senders may override.", ("en", "zh"))
+
+
+@dataclass(frozen=True)
 class Config:
     """The effective configuration and the file it came from (None = defaults)."""
 
@@ -99,6 +156,12 @@ class Config:
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     milter: MilterConfig = field(default_factory=MilterConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    fax: FaxConfig = field(default_factory=FaxConfig)
+    faxd: FaxdConfig = field(default_factory=FaxdConfig)
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    receipts: ReceiptsConfig = field(default_factory=ReceiptsConfig)
 
 
 SECTIONS: dict[str, type] = {
