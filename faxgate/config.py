@@ -129,6 +129,23 @@ class FaxdConfig:
     """Queue and retry policy of the fax daemon."""
 
     rescan_seconds: int = _opt(30, "Periodic spool rescan in addition to inotify.")
+    busy_retry_seconds: float = _opt(180.0, "Wait before redialling a busy number.")
+    no_answer_retry_seconds: float = _opt(300.0, "Wait after no answer before redialling.")
+    no_carrier_retry_seconds: float = _opt(
+        300.0, "Wait after no carrier, no dial tone or a voice answer before redialling."
+    )
+    protocol_error_retry_seconds: float = _opt(
+        60.0, "Wait after a call that failed in the fax protocol (training, page, hang-up)."
+    )
+    max_dials: int = _opt(12, "Most calls placed to one recipient before it fails.")
+    max_tries: int = _opt(3, "Most calls that reached fax carrier before the recipient fails.")
+    kill_time_seconds: float = _opt(10800.0, "Give up on a job this long after it was queued.")
+    sending_window: str = _opt(
+        "", "Local time of day calls may be placed, e.g. '08:00-20:00' (empty: any time)."
+    )
+    default_priority: int = _opt(
+        127, "Priority of jobs that name none, 0-255; lower numbers are sent first."
+    )
 
 
 @dataclass(frozen=True)
@@ -137,6 +154,14 @@ class SmtpConfig:
 
     host: str = _opt("127.0.0.1", "SMTP server for outgoing mail.")
     port: int = _opt(25, "Its port.")
+    starttls: str = _opt(
+        "opportunistic",
+        "STARTTLS: off, opportunistic (when offered) or required.",
+        ("off", "opportunistic", "required"),
+    )
+    user: str = _opt("", "SMTP AUTH login (empty: no AUTH).")
+    password: str = _opt("", "SMTP AUTH password.")
+    timeout_seconds: float = _opt(30.0, "Timeout of one SMTP conversation step.")
 
 
 @dataclass(frozen=True)
@@ -144,6 +169,10 @@ class ReceiptsConfig:
     """Receipt e-mails to senders."""
 
     language: str = _opt("en", "Default receipt language; senders may override.", ("en", "zh"))
+    from_address: str = _opt("faxgate@localhost", "From: address of receipts and fax mails.")
+    acceptance_notice: bool = _opt(False, "Also mail the sender when a job is queued.")
+    attach_pdf: bool = _opt(False, "Attach a PDF of the pages sent to each receipt.")
+    retry_seconds: float = _opt(60.0, "Wait before retrying mail when the SMTP server fails.")
 
 
 @dataclass(frozen=True)
