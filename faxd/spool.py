@@ -1,0 +1,253 @@
+"""The fax spool: the durable hand-over from the milter to faxd.
+
+A job is accepted at SMTP time only once it is on disk here; the spool, not
+the store, is the truth about which jobs exist.
+
+Format version 1
+================
+
+Layout under the spool directory (``[spool] directory``)::
+
+    tmp/<id>/          a job being written by submit(); never read by faxd
+    incoming/<id>/     submitted, waiting for faxd
+    active/<id>/       claimed by a faxd worker (claim() renames it here)
+    done/<id>/         finished, every recipient reached
+    failed/<id>/       finished, at least one recipient failed for good
+    dedupe/<key>       duplicate-submission markers (see below)
+
+Each job directory holds two files:
+
+``message.eml``
+    The mail exactly as the milter saw it: header fields as received (CRLF line
+    ends) followed by the body. Attachments are re-read from it by part index.
+``job.json``
+    UTF-8 JSON object with these keys:
+
+    - ``version`` (int): format version, ``1``; readers reject newer versions.
+    - ``id`` (str): ``YYYYMMDDTHHMMSSffffffZ-<8 hex>``, the UTC submit time
+      plus randomness, so ids are unique and sort by submission time.
+    - ``message`` (str): file name of the raw message, ``"message.eml"``.
+    - ``sender`` (str): the registered sender's e-mail address (lower case).
+    - ``from_header`` (str): the From: header as decoded.
+    - ``auth`` (object): ``login`` (SMTP AUTH name or null), ``client_addr``,
+      ``authentication_results`` (list of trusted headers that were used).
+    - ``recipients`` (list): ``faxgate.grammar.Recipient.to_dict()`` objects in
+      Subject order.
+    - ``subject`` (str): the decoded Subject.
+    - ``message_id`` (str), ``queue_id`` (str, Postfix queue id), ``created``
+      (ISO 8601 UTC), ``priority`` ("high", "normal" or "low").
+    - ``documents`` (list): ``{"filename", "kind", "format", "part", "size"}``
+      in attachment order; ``part`` is the index of the MIME part in
+      ``email.message.walk()`` order of the parsed ``message.eml``;
+      ``filename`` is display text only, never a path.
+    - ``body_text`` (str): the mail's text, for the cover page comment.
+
+Atomicity: submit() writes both files into ``tmp/<id>/``, fsyncs them and the
+directory, claims the dedupe marker, renames the directory into ``incoming/``
+and fsyncs ``incoming/``. A crash leaves either nothing visible or a complete
+job; stray ``tmp/`` entries are garbage.
+
+Duplicates: a client that times out after DATA resends the same message. The
+marker ``dedupe/<sha256(sender NUL message-id)>`` holds the id of the first
+job; a second submission returns that id without creating a job. The marker is
+created with link(2), which fails if it exists, so two concurrent submissions
+cannot both win. A marker whose job exists in no state directory (crash between
+marker and rename) is stale and is taken over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import secrets
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from faxgate.errors import TemporaryError
+
+FORMAT_VERSION = 1
+MESSAGE_FILE = "message.eml"
+JOB_FILE = "job.json"
+STATES = ("incoming", "active", "done", "failed")
+_DIRS = ("tmp", *STATES, "dedupe")
+
+
+class SpoolError(TemporaryError):
+    """The spool cannot be written or read now (disk full, permissions, ...)."""
+
+
+def new_job_id(now: datetime | None = None) -> str:
+    """A unique id that sorts by submission time."""
+    now = now or datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%S%f}Z-{secrets.token_hex(4)}"
+
+
+def dedupe_key(sender: str, message_id: str) -> str:
+    return hashlib.sha256(f"{sender.lower()}\0{message_id.strip()}".encode()).hexdigest()
+
+
+def ensure_layout(spool_dir: str | os.PathLike[str]) -> Path:
+    """Create the state directories if needed; SpoolError if that is impossible."""
+    root = Path(spool_dir)
+    try:
+        for name in _DIRS:
+            (root / name).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SpoolError(f"spool {root}: cannot create directories: {exc}") from exc
+    return root
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def find_job(spool_dir: str | os.PathLike[str], job_id: str) -> Path | None:
+    """The directory of job ``job_id`` in whichever state it is, or None."""
+    root = Path(spool_dir)
+    if not job_id or "/" in job_id or job_id.startswith("."):
+        return None
+    for state in STATES:
+        candidate = root / state / job_id
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def _claim_marker(root: Path, key: str, job_id: str) -> str | None:
+    """Create the dedupe marker for ``job_id``; return the id of an existing job instead."""
+    dedupe = root / "dedupe"
+    temp = dedupe / f".{key}.{job_id}"
+    _write_durably(temp, job_id.encode())
+    try:
+        for _attempt in range(3):
+            try:
+                os.link(temp, dedupe / key)
+                return None
+            except FileExistsError:
+                try:
+                    existing = (dedupe / key).read_text(encoding="ascii").strip()
+                except FileNotFoundError:
+                    continue
+                if find_job(root, existing) is not None:
+                    return existing
+                # Stale marker: its job never reached incoming/. Take it over.
+                os.replace(temp, dedupe / key)
+                return None
+        raise SpoolError(f"spool {root}: dedupe marker {key} keeps changing")
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+
+
+def submit(spool_dir: str | os.PathLike[str], job: dict[str, Any], raw_message: bytes) -> str:
+    """Write a job durably into ``incoming/`` and return its id.
+
+    ``job`` holds the job.json keys except ``version``, ``id`` and ``message``
+    (filled in here; a given ``id`` is kept). If ``job`` has a ``message_id``
+    that this sender already submitted, no job is created and the first job's id
+    is returned. Raises SpoolError when the spool cannot be written.
+    """
+    root = ensure_layout(spool_dir)
+    job_id = str(job.get("id") or new_job_id())
+    document = {**job, "version": FORMAT_VERSION, "id": job_id, "message": MESSAGE_FILE}
+    staging = root / "tmp" / job_id
+    try:
+        staging.mkdir()
+        _write_durably(staging / MESSAGE_FILE, raw_message)
+        encoded = json.dumps(document, ensure_ascii=False, indent=1, sort_keys=True)
+        _write_durably(staging / JOB_FILE, encoded.encode("utf-8"))
+        _fsync_dir(staging)
+        sender, message_id = str(job.get("sender") or ""), str(job.get("message_id") or "")
+        if sender and message_id.strip():
+            existing = _claim_marker(root, dedupe_key(sender, message_id), job_id)
+            if existing is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+                return existing
+            _fsync_dir(root / "dedupe")
+        os.rename(staging, root / "incoming" / job_id)
+        _fsync_dir(root / "incoming")
+        _fsync_dir(root / "tmp")
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        reason = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror
+        raise SpoolError(f"spool {root}: cannot write job {job_id}: {reason}") from exc
+    return job_id
+
+
+def list_jobs(spool_dir: str | os.PathLike[str], state: str = "incoming") -> list[str]:
+    """Job ids in ``state``, oldest first (ids sort by submission time)."""
+    if state not in STATES:
+        raise ValueError(f"unknown spool state {state!r} (known: {', '.join(STATES)})")
+    directory = Path(spool_dir) / state
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise SpoolError(f"spool {directory}: cannot list: {exc}") from exc
+    return sorted(n for n in names if not n.startswith("."))
+
+
+def read_job(job_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The job.json of a job directory; SpoolError if unreadable or too new."""
+    path = Path(job_dir) / JOB_FILE
+    try:
+        job = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SpoolError(f"spool job {path}: unreadable: {exc}") from exc
+    if not isinstance(job, dict) or job.get("version") != FORMAT_VERSION:
+        version = job.get("version") if isinstance(job, dict) else None
+        raise SpoolError(f"spool job {path}: unsupported format version {version!r}")
+    return job
+
+
+def read_message(job_dir: str | os.PathLike[str]) -> bytes:
+    """The raw message of a job directory."""
+    return (Path(job_dir) / MESSAGE_FILE).read_bytes()
+
+
+def move(spool_dir: str | os.PathLike[str], job_id: str, source: str, target: str) -> Path | None:
+    """Rename job ``job_id`` from state ``source`` to ``target``.
+
+    Returns the new directory, or None if the job is not in ``source`` (another
+    worker moved it first: rename is the lock).
+    """
+    for state in (source, target):
+        if state not in STATES:
+            raise ValueError(f"unknown spool state {state!r}")
+    root = Path(spool_dir)
+    destination = root / target / job_id
+    try:
+        os.rename(root / source / job_id, destination)
+        _fsync_dir(root / target)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SpoolError(f"spool {root}: cannot move {job_id} to {target}: {exc}") from exc
+    return destination
+
+
+def claim(spool_dir: str | os.PathLike[str], job_id: str) -> Path | None:
+    """Take an incoming job for processing (incoming/ → active/); None if already taken."""
+    return move(spool_dir, job_id, "incoming", "active")

@@ -1,0 +1,115 @@
+"""The spool: atomic submit, dedupe, claim by rename, errors as SpoolError."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from faxgate.faxd import spool
+from faxgate.faxd.spool import SpoolError
+
+
+def _job(message_id: str = "<m1@example.com>", sender: str = "alice@example.com") -> dict:
+    return {"sender": sender, "message_id": message_id, "subject": "86-755-1234567"}
+
+
+def test_submit_writes_complete_job_into_incoming(tmp_path: Path) -> None:
+    raw = b"Subject: x\r\n\r\nbody\r\n"
+    job_id = spool.submit(tmp_path, _job(), raw)
+    job_dir = tmp_path / "incoming" / job_id
+    assert sorted(p.name for p in job_dir.iterdir()) == ["job.json", "message.eml"]
+    assert (job_dir / "message.eml").read_bytes() == raw
+    job = json.loads((job_dir / "job.json").read_text())
+    assert job["version"] == spool.FORMAT_VERSION
+    assert job["id"] == job_id
+    assert job["message"] == "message.eml"
+    assert job["sender"] == "alice@example.com"
+    assert list((tmp_path / "tmp").iterdir()) == []
+    assert spool.read_job(job_dir) == job
+    assert spool.read_message(job_dir) == raw
+
+
+def test_ids_are_unique_and_sort_by_time(tmp_path: Path) -> None:
+    ids = [spool.submit(tmp_path, _job(message_id=f"<{i}@x>"), b"x") for i in range(20)]
+    assert len(set(ids)) == 20
+    assert spool.list_jobs(tmp_path) == sorted(ids)
+    assert ids == sorted(ids)
+
+
+def test_duplicate_message_id_from_same_sender_is_one_job(tmp_path: Path) -> None:
+    first = spool.submit(tmp_path, _job(), b"one")
+    again = spool.submit(tmp_path, _job(message_id=" <m1@example.com> "), b"two")
+    assert again == first
+    assert spool.list_jobs(tmp_path) == [first]
+    # Another sender with the same Message-ID is a different job.
+    other = spool.submit(tmp_path, _job(sender="bob@example.com"), b"three")
+    assert other != first
+    # Still a duplicate after faxd moved the first job along.
+    assert spool.claim(tmp_path, first) is not None
+    assert spool.submit(tmp_path, _job(), b"four") == first
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_concurrent_duplicates_create_one_job(tmp_path: Path) -> None:
+    results: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def worker() -> None:
+        barrier.wait()
+        results.append(spool.submit(tmp_path, _job(), b"same"))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(results)) == 1
+    assert spool.list_jobs(tmp_path) == results[:1]
+
+
+def test_stale_dedupe_marker_is_taken_over(tmp_path: Path) -> None:
+    spool.ensure_layout(tmp_path)
+    key = spool.dedupe_key("alice@example.com", "<m1@example.com>")
+    (tmp_path / "dedupe" / key).write_text("20000101T000000000000Z-deadbeef")
+    job_id = spool.submit(tmp_path, _job(), b"x")
+    assert spool.list_jobs(tmp_path) == [job_id]
+    assert (tmp_path / "dedupe" / key).read_text() == job_id
+
+
+def test_without_message_id_no_dedupe(tmp_path: Path) -> None:
+    a = spool.submit(tmp_path, _job(message_id=""), b"x")
+    b = spool.submit(tmp_path, _job(message_id=""), b"x")
+    assert a != b
+
+
+def test_claim_is_exclusive_and_move_between_states(tmp_path: Path) -> None:
+    job_id = spool.submit(tmp_path, _job(), b"x")
+    active = spool.claim(tmp_path, job_id)
+    assert active == tmp_path / "active" / job_id
+    assert spool.claim(tmp_path, job_id) is None
+    assert spool.find_job(tmp_path, job_id) == active
+    done = spool.move(tmp_path, job_id, "active", "done")
+    assert done is not None and (done / "job.json").exists()
+    assert spool.list_jobs(tmp_path, "done") == [job_id]
+    with pytest.raises(ValueError):
+        spool.list_jobs(tmp_path, "bogus")
+
+
+def test_unwritable_spool_raises_spool_error_and_is_temporary(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a regular file, so nothing can be created below it, even by root")
+    with pytest.raises(SpoolError) as info:
+        spool.submit(blocker / "spool", _job(), b"x")
+    assert not info.value.permanent
+
+
+def test_newer_format_version_is_refused(tmp_path: Path) -> None:
+    job_id = spool.submit(tmp_path, _job(), b"x")
+    job_dir = tmp_path / "incoming" / job_id
+    data = json.loads((job_dir / "job.json").read_text())
+    data["version"] = spool.FORMAT_VERSION + 1
+    (job_dir / "job.json").write_text(json.dumps(data))
+    with pytest.raises(SpoolError, match="version"):
+        spool.read_job(job_dir)
