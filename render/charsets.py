@@ -1,0 +1,115 @@
+"""Decoding plain-text attachments: declared charset first, else detection.
+
+Chinese mail clients still send GBK and Big5 text files, often without a
+charset parameter, so detection matters as much as the declaration.
+"""
+
+from __future__ import annotations
+
+import codecs
+import unicodedata
+
+import charset_normalizer
+
+#: Bytes looked at when deciding whether data is text (detection cost is bounded).
+SAMPLE_BYTES = 256 * 1024
+
+#: Declared names replaced by a superset that decodes what senders actually produce.
+_SUPERSETS = {
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "big5": "cp950",
+    "shift_jis": "cp932",
+    "euc_jp": "euc_jis_2004",
+    "latin_1": "cp1252",
+    "ascii": "utf-8",
+}
+
+#: Candidates for detection when no charset is declared and the data is not UTF-8.
+_DETECTION_CANDIDATES = ["gb18030", "cp950", "big5hkscs", "cp932", "euc_kr", "cp1252", "latin_1"]
+
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+#: Control characters that belong in text files (tab, newlines, form feed, escape, backspace).
+_ALLOWED_CONTROLS = frozenset("\t\n\r\f\v\x1b\x08\x1a")
+
+#: Share of stray control or replacement characters above which data is not text.
+MAX_CONTROL_SHARE = 0.01
+
+
+def _canonical(charset: str) -> str | None:
+    try:
+        name = codecs.lookup(charset.strip().strip('"')).name
+    except (LookupError, ValueError):
+        return None
+    return _SUPERSETS.get(name.replace("-", "_"), name)
+
+
+def looks_like_text(text: str) -> bool:
+    """True when ``text`` has almost no control characters: binary data decoded
+    as a single-byte charset is full of them."""
+    if not text:
+        return False
+    stray = sum(
+        1
+        for ch in text
+        if ch == "\ufffd" or (unicodedata.category(ch) == "Cc" and ch not in _ALLOWED_CONTROLS)
+    )
+    return stray <= len(text) * MAX_CONTROL_SHARE
+
+
+def _decode_prefix(data: bytes, encoding: str) -> str | None:
+    """Decode a sample that may end in the middle of a multi-byte character."""
+    decoder = codecs.getincrementaldecoder(encoding)("strict")
+    try:
+        return decoder.decode(data, final=len(data) < SAMPLE_BYTES)
+    except (UnicodeDecodeError, LookupError):
+        return None
+
+
+def detect_encoding(data: bytes, declared: str | None = None) -> str | None:
+    """The encoding ``data`` is text in, or None when it is not text at all."""
+    sample = data[:SAMPLE_BYTES]
+    for bom, name in _BOMS:
+        if sample.startswith(bom):
+            return name
+    if declared:
+        name = _canonical(declared)
+        if name:
+            text = _decode_prefix(sample, name)
+            if text is not None and looks_like_text(text):
+                return name
+    text = _decode_prefix(sample, "utf-8")
+    if text is not None:
+        return "utf-8" if looks_like_text(text) else None
+    if b"\x00" in sample:
+        return _utf16_without_bom(sample)
+    best = charset_normalizer.from_bytes(sample, cp_isolation=_DETECTION_CANDIDATES).best()
+    if best is None:
+        return None
+    name = _canonical(best.encoding) or best.encoding
+    text = _decode_prefix(sample, name)
+    return name if text is not None and looks_like_text(text) else None
+
+
+def _utf16_without_bom(sample: bytes) -> str | None:
+    even_zeros = sample[0::2].count(0)
+    odd_zeros = sample[1::2].count(0)
+    half = len(sample) // 2 or 1
+    for name, zeros in (("utf-16-le", odd_zeros), ("utf-16-be", even_zeros)):
+        if zeros > half * 0.3:
+            text = _decode_prefix(sample[: len(sample) // 2 * 2], name)
+            if text is not None and looks_like_text(text):
+                return name
+    return None
+
+
+def decode_text(data: bytes, encoding: str) -> str:
+    """Decode the whole file; a few bad bytes become U+FFFD rather than failing."""
+    return data.decode(encoding, errors="replace")
