@@ -184,6 +184,7 @@ class RecipientProgress:
     pages_total: int = 0
     next_try: float = 0.0
     last_reason: str | None = None
+    last_call_reason: str | None = None
     last_error: str = ""
     remote_ident: str = ""
     bitrate: int | None = None
@@ -347,7 +348,7 @@ def apply_call(
         rec.last_error = ""
         _finish(rec, SENT, None, now)
         return
-    rec.last_reason = outcome.reason or "modem_error"
+    rec.last_reason = rec.last_call_reason = outcome.reason or "modem_error"
     if rec.cancel_requested:
         _finish(rec, CANCELLED, "cancelled", now)
         return

@@ -1,0 +1,79 @@
+"""Outgoing mail over SMTP for receipts and network-number (T.37-style) faxes.
+
+One function, one connection per message: faxd sends few mails and each must
+succeed or fail on its own. Failures are classified so the caller knows whether
+waiting can help: a refused connection, a timeout or a 4xx reply is
+:class:`MailTemporaryError` (the mail waits and is retried); a 5xx for every
+recipient is :class:`MailPermanentError`.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from email.message import EmailMessage
+from typing import Any
+
+from faxgate.errors import PermanentError, TemporaryError
+
+
+class MailTemporaryError(TemporaryError):
+    """The SMTP server is unreachable or deferred the mail; try again later."""
+
+
+class MailPermanentError(PermanentError):
+    """The SMTP server refused the mail for good (5xx)."""
+
+
+def _raise_for_code(code: int, text: str) -> None:
+    if 500 <= code < 600:
+        raise MailPermanentError(text)
+    raise MailTemporaryError(text)
+
+
+def send_mail(
+    smtp: Any,
+    message: EmailMessage,
+    envelope_from: str,
+    recipients: list[str],
+) -> None:
+    """Send ``message`` through the server of ``smtp`` (an ``SmtpConfig``).
+
+    ``envelope_from`` may be ``""`` (the null reverse-path that RFC 3834
+    recommends for automatic replies, so bounces of receipts cannot loop).
+    STARTTLS follows ``smtp.starttls`` (off / opportunistic / required); AUTH
+    is used when ``smtp.user`` is set, and only over TLS unless the server is
+    on loopback.
+    """
+    where = f"{smtp.host}:{smtp.port}"
+    try:
+        with smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout_seconds) as client:
+            client.ehlo()
+            encrypted = False
+            if smtp.starttls != "off":
+                if client.has_extn("starttls"):
+                    client.starttls(context=ssl.create_default_context())
+                    client.ehlo()
+                    encrypted = True
+                elif smtp.starttls == "required":
+                    raise MailTemporaryError(f"SMTP {where}: STARTTLS required but not offered")
+            if smtp.user:
+                if not encrypted and smtp.host not in ("127.0.0.1", "::1", "localhost"):
+                    raise MailTemporaryError(
+                        f"SMTP {where}: refusing to send the AUTH password without TLS"
+                    )
+                client.login(smtp.user, smtp.password)
+            refused = client.send_message(message, from_addr=envelope_from, to_addrs=recipients)
+            if refused:
+                text = "; ".join(f"{rcpt}: {code} {msg!r}" for rcpt, (code, msg) in refused.items())
+                raise MailTemporaryError(f"SMTP {where}: some recipients refused: {text}")
+    except smtplib.SMTPRecipientsRefused as exc:
+        codes = [code for code, _ in exc.recipients.values()]
+        text = "; ".join(f"{rcpt}: {code} {msg!r}" for rcpt, (code, msg) in exc.recipients.items())
+        _raise_for_code(min(codes) if codes else 451, f"SMTP {where}: refused {text}")
+    except smtplib.SMTPAuthenticationError as exc:
+        raise MailTemporaryError(f"SMTP {where}: authentication failed: {exc}") from exc
+    except smtplib.SMTPResponseException as exc:
+        _raise_for_code(exc.smtp_code, f"SMTP {where}: {exc.smtp_code} {exc.smtp_error!r}")
+    except (TimeoutError, smtplib.SMTPException, OSError, ssl.SSLError) as exc:
+        raise MailTemporaryError(f"SMTP {where}: {exc}") from exc

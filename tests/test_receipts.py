@@ -1,0 +1,218 @@
+"""Receipts and outgoing mail: built in both languages, sent to a real SMTP
+server (aiosmtpd on loopback), parsed back; SMTP failures are classified."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import io
+import socket
+from email.header import decode_header, make_header
+
+import pytest
+from aiosmtpd.controller import Controller
+from faxgate.faxd import mailout, receipts
+from faxgate.faxd import queue as q
+from faxgate.faxd.page import FaxPage
+from PIL import Image, ImageDraw
+from pypdf import PdfReader
+
+from faxgate.config import SmtpConfig
+
+T0 = 1_780_000_000.0
+
+
+class Capture:
+    """aiosmtpd handler that keeps every message; can refuse with a code."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, list[str], bytes]] = []
+        self.reply = "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd API)
+        if not self.reply.startswith("250"):
+            return self.reply
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        return "250 OK"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def smtp_server():
+    capture = Capture()
+    port = free_port()
+    controller = Controller(capture, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield capture, SmtpConfig(host="127.0.0.1", port=port, starttls="opportunistic")
+    finally:
+        controller.stop()
+
+
+def page(text: str = "page", resolution: str = "fine") -> FaxPage:
+    image = Image.new("1", (1728, 2200 if resolution == "fine" else 1100), 1)
+    ImageDraw.Draw(image).rectangle((100, 100, 1600, 400), fill=0)
+    return FaxPage(image=image, resolution=resolution)
+
+
+def job_and_progress() -> tuple[dict, q.JobProgress]:
+    job = {
+        "id": "20260101T000000000000Z-abcd0001",
+        "sender": "alice@example.com",
+        "subject": "报价单 quotation",
+        "message_id": "<orig-1@example.com>",
+        "created": "2026-01-01T00:00:00+00:00",
+        "recipients": [
+            {
+                "country": "86",
+                "area": "755",
+                "number": "12345678",
+                "network": "",
+                "name1": "张三",
+                "name2": "采购部",
+                "dial": "12345678",
+                "e164": "8675512345678",
+            },
+            {
+                "country": "86",
+                "area": "10",
+                "number": "87654321",
+                "network": "AF90000098",
+                "name1": "Bob",
+                "name2": "",
+                "dial": "01087654321",
+                "e164": "861087654321",
+            },
+        ],
+    }
+    progress = q.new_job(job["id"], T0, [q.ROUTE_PHONE, q.ROUTE_PHONE], q.RetryPolicy())
+    progress.pages_total = 3
+    sent, failed = progress.recipients
+    for rec in progress.recipients:
+        rec.pages_total = 3
+    q.begin_call(sent, T0)
+    q.apply_call(
+        q.RetryPolicy(),
+        progress,
+        sent,
+        q.CallOutcome(
+            ok=True,
+            pages_confirmed=3,
+            reached_fax_carrier=True,
+            remote_ident="+86 755 1",
+            bit_rate=14400,
+            resolution="fine",
+            line_seconds=61.4,
+        ),
+        T0 + 70,
+    )
+    for _ in range(2):
+        q.begin_call(failed, T0)
+        q.apply_call(
+            q.RetryPolicy(max_dials=2),
+            progress,
+            failed,
+            q.CallOutcome(ok=False, reason="busy"),
+            T0 + 100,
+        )
+    return job, progress
+
+
+def test_wants_receipt_never_null_sender_or_mailer_daemon() -> None:
+    assert receipts.wants_receipt("alice@example.com")
+    assert not receipts.wants_receipt("")
+    assert not receipts.wants_receipt("<>")
+    assert not receipts.wants_receipt("MAILER-DAEMON@example.com")
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_receipt_content_and_headers(language: str) -> None:
+    job, progress = job_and_progress()
+    assert progress.outcome == "partial"
+    msg = receipts.build_receipt(
+        job,
+        progress,
+        language=language,
+        from_address="faxgate@example.org",
+        message_id="<receipt.x@example.org>",
+        first_page=page(),
+        pdf=receipts.pages_pdf([page()] * 2),
+        now=T0 + 200,
+    )
+    wire = msg.as_bytes(policy=email.policy.SMTP)
+    assert max(wire) < 128, "headers and body must be 7-bit on the wire (RFC 2047 / base64)"
+    parsed = email.message_from_bytes(wire, policy=email.policy.default)
+    assert parsed["Auto-Submitted"] == "auto-replied"
+    assert parsed["In-Reply-To"] == "<orig-1@example.com>" == parsed["References"]
+    assert parsed["Message-ID"] == "<receipt.x@example.org>"
+    assert parsed["To"] == "alice@example.com"
+    subject = str(
+        make_header(decode_header(wire.split(b"Subject: ")[1].split(b"\r\n")[0].decode()))
+    )
+    assert "报价单 quotation" in subject
+    body = parsed.get_body(("plain",)).get_content()
+    t = receipts.texts(language)
+    assert "张三 / 采购部" in body and "+8675512345678" in body and "AF90000098" in body
+    assert t["status"]["sent"] in body and t["status"]["failed"] in body
+    assert "(busy)" in body and "(ok)" in body and "14400 bit/s" in body
+    assert "3 / 3" in body if language == "zh" else "3 of 3" in body
+    assert job["id"] in body
+    parts = {p.get_content_type(): p.get_content() for p in parsed.iter_attachments()}
+    thumb = Image.open(io.BytesIO(parts["image/png"]))
+    thumb.verify()
+    assert thumb.size[0] == receipts.THUMBNAIL_WIDTH
+    assert len(PdfReader(io.BytesIO(parts["application/pdf"])).pages) == 2
+
+
+def test_send_receipt_to_real_smtp_server(smtp_server) -> None:
+    capture, smtp = smtp_server
+    job, progress = job_and_progress()
+    msg = receipts.build_receipt(
+        job,
+        progress,
+        language="zh",
+        from_address="faxgate@example.org",
+        message_id=receipts.receipt_message_id(job["id"], domain="example.org"),
+        first_page=page(),
+        now=T0,
+    )
+    mailout.send_mail(smtp, msg, "", ["alice@example.com"])
+    ((mail_from, rcpts, content),) = capture.messages
+    assert mail_from == "<>" and rcpts == ["alice@example.com"]
+    parsed = email.message_from_bytes(content, policy=email.policy.default)
+    assert parsed["Message-ID"] == f"<receipt.{job['id']}@example.org>"
+    assert "传真部分发送" in str(parsed["Subject"])
+
+
+def test_smtp_down_is_temporary_and_5xx_permanent(smtp_server) -> None:
+    capture, smtp = smtp_server
+    job, progress = job_and_progress()
+    msg = receipts.build_acceptance(
+        job, progress, language="en", from_address="f@x", message_id="<a@x>", now=T0
+    )
+    with pytest.raises(mailout.MailTemporaryError):
+        mailout.send_mail(
+            SmtpConfig(host="127.0.0.1", port=free_port(), timeout_seconds=2),
+            msg,
+            "",
+            ["alice@example.com"],
+        )
+    capture.reply = "554 5.7.1 no thanks"
+    with pytest.raises(mailout.MailPermanentError):
+        mailout.send_mail(smtp, msg, "", ["alice@example.com"])
+    capture.reply = "451 4.3.0 later"
+    with pytest.raises(mailout.MailTemporaryError):
+        mailout.send_mail(smtp, msg, "", ["alice@example.com"])
+    assert capture.messages == []
+
+
+def test_standard_resolution_page_keeps_its_proportions() -> None:
+    png = receipts.thumbnail_png(page(resolution="standard"))
+    width, height = Image.open(io.BytesIO(png)).size
+    assert width == receipts.THUMBNAIL_WIDTH
+    assert abs(height - round(1100 * 204 / 98 / 4)) <= 1
