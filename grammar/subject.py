@@ -1,0 +1,608 @@
+"""Parse a fax Subject into recipients: ``country-area-number|network/name1|name2; ...``.
+
+``subject.lark`` is the source of truth for the syntax; this module gives it
+meaning: defaults from the dial plan (missing area = local area, missing
+country = local country), country codes, the national-prefix mistakes people
+make, limits, dial strings. Every problem is one ``SubjectError`` that points
+at a column of the decoded Subject and says in plain words how to fix it,
+because the sender reads it in a bounce and must be able to act on it.
+
+Decisions beyond the manual (documented here because the milter and the
+receipts depend on them):
+
+- ``0755-83235170`` and ``86-0755-83235170`` (area with the national prefix,
+  as people write it at home) mean area ``755``; a lone number that starts with
+  the national prefix (``075583235170``) is an error with a suggestion, as the
+  manual demands.
+- ``0086-755-83235170``: a country code written with the international prefix
+  is accepted.
+- ``+`` numbers: ``+86-755-83235170`` splits at the dashes; ``+86 755 83235170``
+  (three or more space-separated groups) takes the groups as country, area and
+  number; otherwise (``+8675583235170``) the country code is split off with the
+  ITU table and the rest is the national number. Abroad, the national number
+  is stored with area ``0`` ("no separate area": the digits dialled are the
+  same). At home, the configured local area code is split off when the number
+  starts with it; any other home number must be written with its area code
+  separated, since dialling it wrongly would reach someone else.
+- Names: surrounding whitespace is dropped and inner runs of whitespace become
+  one space (names end up in one-line headers); control characters are errors.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+from faxgate.grammar import dialplan as dp
+from lark import Lark, Token, Transformer
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+
+from faxgate.config import DialplanConfig
+from faxgate.errors import InputError
+
+GRAMMAR_PATH = Path(__file__).with_name("subject.lark")
+DEFAULT_MAX_RECIPIENTS = 50
+NETWORK_MAX_DIGITS = 16
+RECIPIENT_KEYS = ("country", "area", "number", "network", "name1", "name2", "dial", "e164")
+#: Characters that end a name: the separators and their full-width forms.
+NAME_SEPARATORS = frozenset(";；﹔/／|｜")
+
+_ASCII = str.maketrans("０１２３４５６７８９ａＡｆＦ", "0123456789AAFF")
+_EXAMPLE = "86-755-83235170/金恒科技"
+
+
+class SubjectError(InputError):
+    """The Subject cannot be understood; ``column`` is 1-based in the decoded Subject."""
+
+    def __init__(self, problem: str, column: int, text: str, hint: str) -> None:
+        super().__init__(problem, column, text, hint)
+        self.problem = problem
+        self.column = column
+        self.text = text
+        self.hint = hint
+
+    def __str__(self) -> str:
+        near = f' "{_printable(self.text)}"' if self.text else ""
+        return f"Subject column {self.column}{near}: {self.problem}. {self.hint}"
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One fax recipient; country and area are after defaults.
+
+    A network-only recipient (``AF90000098``) has country, area, number, dial
+    and e164 all None; an internal extension (``0-0-123``) has e164 None.
+    """
+
+    country: str | None = None
+    area: str | None = None
+    number: str | None = None
+    network: str | None = None
+    name1: str | None = None
+    name2: str | None = None
+    dial: str | None = None
+    e164: str | None = None
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {key: getattr(self, key) for key in RECIPIENT_KEYS}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, str | None]) -> Recipient:
+        """Build from a mapping with the keys of ``to_dict``; other keys (store columns) are ignored."""
+        return cls(**{key: d.get(key) for key in RECIPIENT_KEYS})
+
+    @property
+    def is_internal(self) -> bool:
+        return self.country == dp.INTERNAL_COUNTRY
+
+    @property
+    def is_network_only(self) -> bool:
+        return self.number is None and self.network is not None
+
+
+def parse_subject(
+    subject: str, dialplan: DialplanConfig, max_recipients: int = DEFAULT_MAX_RECIPIENTS
+) -> list[Recipient]:
+    """All recipients named by ``subject``, in order; SubjectError for anything else."""
+    try:
+        raws: list[_Raw] = _parser().parse(subject)
+    except UnexpectedInput as exc:
+        raise _syntax_error(exc, subject) from None
+    if not raws:
+        raise SubjectError(
+            "no recipient",
+            len(subject) - len(subject.lstrip()) + 1,
+            "",
+            f"Write the fax number in the Subject, e.g. {_EXAMPLE}",
+        )
+    recipients = []
+    for index, raw in enumerate(raws):
+        if index == max_recipients:
+            raise SubjectError(
+                f"more than {max_recipients} recipients",
+                raw.pos + 1,
+                raw.first_text,
+                f"Send at most {max_recipients} recipients per mail; split the list over several mails",
+            )
+        recipients.append(_resolve(raw, dialplan))
+    return recipients
+
+
+def format_subject(recipients: Iterable[Recipient]) -> str:
+    """A Subject naming ``recipients`` that ``parse_subject`` reads back as the same list."""
+    parts = [_format_recipient(r) for r in recipients]
+    if not parts:
+        raise ValueError("a Subject needs at least one recipient")
+    return "; ".join(parts)
+
+
+def _format_recipient(r: Recipient) -> str:
+    if r.number is None and r.network is None:
+        raise ValueError(f"recipient without number or network number: {r!r}")
+    text = "-".join(part for part in (r.country, r.area, r.number) if part is not None)
+    if r.network is not None:
+        text = f"{text}|{r.network}" if text else r.network
+    if r.name1 is not None or r.name2 is not None:
+        text += "/" + _format_name(r.name1)
+        if r.name2 is not None:
+            text += "|" + _format_name(r.name2)
+    return text
+
+
+def _format_name(name: str | None) -> str:
+    if name is None:
+        return ""
+    if not name or NAME_SEPARATORS.intersection(name) or " ".join(name.split()) != name:
+        raise ValueError(f"name cannot be written in a Subject: {name!r}")
+    return name
+
+
+# --- parsing -------------------------------------------------------------------------------
+
+
+class _Phone(NamedTuple):
+    plus: bool
+    groups: tuple[tuple[Token, ...], ...]  # dash-separated groups of space-separated digit runs
+    pos: int
+
+
+class _Names(NamedTuple):
+    name1: Token | None
+    name2: Token | None
+
+
+class _Raw(NamedTuple):
+    phone: _Phone | None
+    network: Token | None
+    names: _Names | None
+    pos: int
+    first_text: str
+
+
+class _Build(Transformer):
+    """Turns parse-tree nodes into plain tuples while LALR reduces (no tree is built)."""
+
+    def start(self, children: list[_Raw]) -> list[_Raw]:
+        return children
+
+    def local_phone(self, children: list[Token]) -> _Phone:
+        return _Phone(False, tuple((token,) for token in children), children[0].start_pos)
+
+    def plus_phone(self, children: list) -> _Phone:
+        return _Phone(True, tuple(children[1:]), children[0].start_pos)
+
+    def plus_group(self, children: list[Token]) -> tuple[Token, ...]:
+        return tuple(children)
+
+    def network(self, children: list[Token]) -> Token:
+        return children[0]
+
+    def names(self, children: list[Token]) -> _Names:
+        name1 = name2 = None
+        seen_pipe = False
+        for token in children:
+            if token.type == "PIPE":
+                seen_pipe = True
+            elif seen_pipe:
+                name2 = token
+            else:
+                name1 = token
+        return _Names(name1, name2)
+
+    def recipient(self, children: list) -> _Raw:
+        phone = network = names = None
+        for child in children:
+            if isinstance(child, _Phone):
+                phone = child
+            elif isinstance(child, _Names):
+                names = child
+            elif child.type == "NETWORK":
+                network = child
+        first = children[0]
+        if isinstance(first, _Phone):
+            pos = first.pos
+            text = "-".join("".join(run) for run in first.groups)
+        else:
+            pos = first.start_pos
+            text = network.value if network is not None else str(first)
+        return _Raw(phone, network, names, pos, text)
+
+
+@functools.cache
+def _parser() -> Lark:
+    """The LALR parser, built once: grammar analysis costs far more than a parse."""
+    return Lark(
+        GRAMMAR_PATH.read_text(encoding="utf-8"),
+        parser="lalr",
+        lexer="contextual",
+        transformer=_Build(),
+        maybe_placeholders=False,
+        propagate_positions=False,
+    )
+
+
+def _digits(token: Token) -> str:
+    return token.value.translate(_ASCII)
+
+
+def _resolve(raw: _Raw, plan: DialplanConfig) -> Recipient:
+    network = _network(raw.network) if raw.network is not None else None
+    name1 = _name(raw.names.name1) if raw.names and raw.names.name1 is not None else None
+    name2 = _name(raw.names.name2) if raw.names and raw.names.name2 is not None else None
+    if raw.phone is None:
+        return Recipient(network=network, name1=name1, name2=name2)
+    country, area, number = _plus(raw.phone, plan) if raw.phone.plus else _local(raw.phone, plan)
+    _check_length(raw.phone, country, area, number)
+    return Recipient(
+        country=country,
+        area=area,
+        number=number,
+        network=network,
+        name1=name1,
+        name2=name2,
+        dial=dp.dial_string(country, area, number, plan),
+        e164=dp.e164(country, area, number),
+    )
+
+
+def _local(phone: _Phone, plan: DialplanConfig) -> tuple[str, str, str]:
+    """``[[country-]area-]number`` with defaults and the usual prefix mistakes handled."""
+    tokens = [group[0] for group in phone.groups]
+    parts = [_digits(token) for token in tokens]
+    if len(parts) == 1:
+        _check_unseparated_area(tokens[0], parts[0], plan)
+        return plan.country_code, plan.area_code, parts[0]
+    if len(parts) == 2:
+        area, number = parts
+        return plan.country_code, _home_area(area, plan), number
+    country, area, number = parts
+    if country == dp.INTERNAL_COUNTRY:
+        if area != dp.NO_AREA:
+            raise SubjectError(
+                "country code 0 is only for internal extensions",
+                tokens[1].start_pos + 1,
+                tokens[1].value,
+                "Write an internal extension as 0-0-EXTENSION, e.g. 0-0-123",
+            )
+        return country, area, number
+    country = _country(tokens[0], country, plan)
+    if country == plan.country_code:
+        area = _home_area(area, plan)
+    return country, area, number
+
+
+def _plus(phone: _Phone, plan: DialplanConfig) -> tuple[str, str, str]:
+    """An international number written with ``+``."""
+    groups = phone.groups
+    first = groups[0][0]
+    if len(groups) == 3:
+        country = _country(first, "".join(_digits(t) for t in groups[0]), plan, plus=True)
+        area, number = ("".join(_digits(t) for t in group) for group in groups[1:])
+        if country == plan.country_code:
+            area = _home_area(area, plan)
+        return country, area, number
+    if len(groups) == 2:
+        country = _country(first, "".join(_digits(t) for t in groups[0]), plan, plus=True)
+        return _national(phone, country, "".join(_digits(t) for t in groups[1]), plan)
+    runs = [_digits(token) for token in groups[0]]
+    if len(runs) >= 2 and runs[0] in dp.COUNTRY_CODES:
+        if len(runs) >= 3:
+            area = runs[1]
+            if runs[0] == plan.country_code:
+                area = _home_area(area, plan)
+            return runs[0], area, "".join(runs[2:])
+        return _national(phone, runs[0], runs[1], plan)
+    joined = "".join(runs)
+    split = dp.split_country_code(joined)
+    if split is None:
+        raise _unknown_country(first, joined[:3], plan)
+    country, national = split
+    if not national:
+        raise SubjectError(
+            "the number is missing after the country code",
+            phone.pos + 1,
+            "+" + joined,
+            f"Write the whole international number, e.g. +{plan.country_code}-{plan.area_code}-83235170",
+        )
+    return _national(phone, country, national, plan)
+
+
+def _national(
+    phone: _Phone, country: str, national: str, plan: DialplanConfig
+) -> tuple[str, str, str]:
+    """Country plus an undivided national number: find the area where it is safe to."""
+    if country != plan.country_code or plan.area_code == dp.NO_AREA:
+        return country, dp.NO_AREA, national
+    local = plan.area_code
+    if national.startswith(local) and len(national) > len(local):
+        return country, local, national[len(local) :]
+    raise SubjectError(
+        "cannot tell the area code from the number",
+        phone.pos + 1,
+        "+" + country + national,
+        f"Separate the area code with '-', e.g. +{country}-AREA-NUMBER, "
+        f"or +{country}-0-{national} for a number without area code",
+    )
+
+
+def _country(token: Token, country: str, plan: DialplanConfig, plus: bool = False) -> str:
+    if country in dp.COUNTRY_CODES:
+        return country
+    prefix = plan.international_prefix
+    if (
+        not plus
+        and prefix
+        and country.startswith(prefix)
+        and country[len(prefix) :] in (dp.COUNTRY_CODES)
+    ):
+        return country[len(prefix) :]
+    raise _unknown_country(token, country, plan)
+
+
+def _unknown_country(token: Token, country: str, plan: DialplanConfig) -> SubjectError:
+    return SubjectError(
+        f"{country} is not a country calling code",
+        token.start_pos + 1,
+        token.value,
+        f"Use the international calling code (e.g. 86 China, 852 Hong Kong, 1 USA) "
+        f"or leave the country out for numbers in {plan.country_code}",
+    )
+
+
+def _home_area(area: str, plan: DialplanConfig) -> str:
+    """A home area code; ``0755`` (written with the national prefix) means ``755``."""
+    prefix = plan.national_prefix
+    if area != dp.NO_AREA and prefix and area.startswith(prefix) and len(area) > len(prefix):
+        return area[len(prefix) :]
+    return area
+
+
+def _check_unseparated_area(token: Token, number: str, plan: DialplanConfig) -> None:
+    """A lone number starting with a dialling prefix still holds its area or country code."""
+    international, national = plan.international_prefix, plan.national_prefix
+    if international and number.startswith(international):
+        raise SubjectError(
+            "country code not separated from the number",
+            token.start_pos + 1,
+            token.value,
+            "Write country-area-number without the international prefix, "
+            "e.g. 852-0-999999, or an international number as +852999999",
+        )
+    if not national or not number.startswith(national) or len(number) <= len(national):
+        return
+    rest = number[len(national) :]
+    local = plan.area_code
+    if local != dp.NO_AREA and rest.startswith(local) and len(rest) > len(local):
+        hint = f"Write {local}-{rest[len(local) :]}"
+    else:
+        hint = f"Write area-number without the leading {national}, e.g. {local}-83235170"
+    raise SubjectError(
+        "area code not separated from the number", token.start_pos + 1, token.value, hint
+    )
+
+
+def _check_length(phone: _Phone, country: str, area: str, number: str) -> None:
+    if country == dp.INTERNAL_COUNTRY:
+        digits = len(number)
+        problem = f"extension too long: {digits} digits"
+    else:
+        digits = len(country) + len(dp.international_area(area)) + len(number)
+        problem = f"number too long: {digits} digits with country and area code"
+    if digits > dp.E164_MAX_DIGITS:
+        text = "".join("".join(run) for run in phone.groups)
+        raise SubjectError(
+            problem,
+            phone.pos + 1,
+            text,
+            f"A fax number has at most {dp.E164_MAX_DIGITS} digits (E.164), country code "
+            "included; check for a number pasted twice or a missing ';'",
+        )
+
+
+def _network(token: Token) -> str:
+    network = token.value.translate(_ASCII).upper()
+    if len(network) - 2 > NETWORK_MAX_DIGITS:
+        raise SubjectError(
+            "network number too long",
+            token.start_pos + 1,
+            token.value,
+            f"A network number is AF followed by at most {NETWORK_MAX_DIGITS} digits, e.g. AF90000098",
+        )
+    return network
+
+
+def _name(token: Token) -> str:
+    for offset, char in enumerate(token.value):
+        if unicodedata.category(char) == "Cc" and not char.isspace():
+            raise SubjectError(
+                "control character in a name",
+                token.start_pos + offset + 1,
+                char,
+                "Names may contain any visible character except ; / and |",
+            )
+    return " ".join(token.value.split())
+
+
+# --- syntax errors -------------------------------------------------------------------------
+
+_COMMAS = ",，、"
+_BRACKETS = "()（）[]［］"
+_AF_START = re.compile(r"[AaＡａ]([FfＦｆ]|$)")
+
+
+def _syntax_error(exc: UnexpectedInput, subject: str) -> SubjectError:
+    """Explain a lark error in words a sender understands."""
+    if isinstance(exc, UnexpectedToken):
+        token = exc.token
+        expected = set(exc.expected)
+        if token.type == "$END":
+            column = len(subject.rstrip()) + 1
+            return _explain(subject, column, "", "$END", expected)
+        return _explain(subject, token.start_pos + 1, token.value, token.type, expected)
+    assert isinstance(exc, UnexpectedCharacters)
+    pos = exc.pos_in_stream
+    return _explain(subject, pos + 1, subject[pos], "CHAR", set(exc.allowed))
+
+
+def _explain(subject: str, column: int, value: str, kind: str, expected: set[str]) -> SubjectError:
+    text = value.strip().split()[0] if value.strip() else value
+    text = text[:40]
+    first = text[:1]
+    if kind in ("NAME", "CHAR") and first:
+        # The contextual lexer's fallback reads almost anything as NAME: look closer.
+        kind = next((name for name in ("_DASH", "PLUS") if _matches(name, first)), kind)
+    at_start = "NETWORK" in expected and "DIGITS" in expected
+    in_number = "_DASH" in expected or ("DIGITS" in expected and not at_start)
+    if kind in ("$END", "_SEMI") and "DIGITS" in expected and not at_start:
+        return SubjectError(
+            "a number is missing",
+            column,
+            text,
+            f"After '-' or '+' comes the next part of the number: country-area-number, "
+            f"e.g. {_EXAMPLE}",
+        )
+    if first and first in _COMMAS:
+        return SubjectError(
+            "recipients are separated by ';'", column, text, "Write e.g. 755-83235170; 755-83235180"
+        )
+    if first and first in _BRACKETS:
+        return SubjectError(
+            "brackets in a number",
+            column,
+            text,
+            "Separate the area code with '-' instead, e.g. 755-83235170",
+        )
+    if kind == "PLUS":
+        return SubjectError(
+            "'+' can only start an international number",
+            column,
+            text,
+            "Write e.g. +8675583235170 or 86-755-83235170",
+        )
+    if kind == "_DASH":
+        if at_start:
+            return SubjectError(
+                "a recipient cannot start with '-'",
+                column,
+                text,
+                f"Write country-area-number, e.g. {_EXAMPLE}",
+            )
+        return SubjectError(
+            "too many '-'",
+            column,
+            text,
+            "A fax number has at most three parts: country-area-number, e.g. 86-755-83235170",
+        )
+    if kind == "_SLASH":
+        if at_start:
+            return SubjectError(
+                "a name without a fax number",
+                column,
+                text,
+                "Write the fax number or AF network number before '/', e.g. 83235170/金恒科技",
+            )
+        return SubjectError(
+            "a second '/' in one recipient",
+            column,
+            text,
+            "A name cannot contain ; / or |; separate recipients with ';'",
+        )
+    if kind == "PIPE":
+        if "_SLASH" in expected:
+            return SubjectError(
+                "a second '|' before the names",
+                column,
+                text,
+                "Write number|AF-network-number/name1|name2, e.g. 83235170|AF90000098/金恒科技|张三",
+            )
+        return SubjectError(
+            "more than two names",
+            column,
+            text,
+            "Write at most two names: /name1|name2; a name cannot contain ; / or |",
+        )
+    if kind == "NETWORK":
+        return SubjectError(
+            "a network number in the wrong place",
+            column,
+            text,
+            "Write it after the fax number and '|', e.g. 83235170|AF90000098/金恒科技",
+        )
+    if (first.translate(_ASCII).isdigit() or kind == "DIGITS") and (
+        in_number or "_SLASH" in expected
+    ):
+        return SubjectError(
+            "digits separated by a space",
+            column,
+            text,
+            "Separate country, area code and number with '-', e.g. 86-755-83235170; "
+            "put a name after '/'",
+        )
+    if _AF_START.match(text):
+        return SubjectError(
+            "a network number needs digits",
+            column,
+            text,
+            "A network number is AF followed by digits, e.g. AF90000098",
+        )
+    if at_start:
+        return SubjectError(
+            "a recipient starts with a fax number or AF network number",
+            column,
+            text,
+            f"Write country-area-number/name, e.g. {_EXAMPLE}",
+        )
+    if "_SLASH" in expected:
+        return SubjectError(
+            "unexpected text after the number",
+            column,
+            text,
+            "A fax number has only digits and '-'; put a name after '/', e.g. 83235170/金恒科技",
+        )
+    return SubjectError(
+        "unexpected text",
+        column,
+        text,
+        f"Write country-area-number/name, recipients separated by ';', e.g. {_EXAMPLE}",
+    )
+
+
+@functools.cache
+def _terminal(name: str) -> re.Pattern[str]:
+    return re.compile(_parser().get_terminal(name).pattern.to_regexp())
+
+
+def _matches(terminal: str, text: str) -> bool:
+    return _terminal(terminal).fullmatch(text) is not None
+
+
+def _printable(text: str) -> str:
+    """Show invisible characters as U+XXXX so the sender can find them."""
+    return "".join(
+        char if char.isprintable() and char != '"' else f"U+{ord(char):04X}" for char in text
+    )
