@@ -51,6 +51,9 @@ class DialplanConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     path: str = _opt("/var/lib/faxgate/faxgate.db", "SQLite database: senders, jobs, events.")
+    busy_timeout: float = _opt(
+        10.0, "Seconds a writer waits for the database lock before giving up (then 4xx/retry)."
+    )
 
 
 @dataclass(frozen=True)
