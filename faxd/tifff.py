@@ -1,0 +1,310 @@
+"""TIFF Class F (RFC 3949 profile S / TIFF-F) writer and reader.
+
+We write the IFDs ourselves: the format is small, and it keeps the strips
+exactly as our codec produced them (FillOrder 2 = LSB first, as on the wire;
+EOL-aligned G3 without RTC, as TIFF Class F requires). The reader decodes with
+our own decoder and accepts the common variants other fax software writes
+(either byte order, FillOrder 1 or 2, WhiteIsZero or BlackIsZero, several
+strips, resolutions in dots per inch or per centimetre).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from faxgate.faxd.page import LINES_PER_INCH, FaxPage
+from faxgate.faxd.t4 import (
+    Coding,
+    black_to_image,
+    decode_black,
+    encode_image,
+    k_for_resolution,
+)
+
+#: Most pages we read from one file; a hostile file must not make us loop.
+MAX_PAGES = 1000
+
+# Tag numbers (TIFF 6.0, TIFF-F).
+NEW_SUBFILE_TYPE = 254
+IMAGE_WIDTH = 256
+IMAGE_LENGTH = 257
+BITS_PER_SAMPLE = 258
+COMPRESSION = 259
+PHOTOMETRIC = 262
+FILL_ORDER = 266
+STRIP_OFFSETS = 273
+SAMPLES_PER_PIXEL = 277
+ROWS_PER_STRIP = 278
+STRIP_BYTE_COUNTS = 279
+X_RESOLUTION = 282
+Y_RESOLUTION = 283
+T4_OPTIONS = 292
+T6_OPTIONS = 293
+RESOLUTION_UNIT = 296
+PAGE_NUMBER = 297
+SOFTWARE = 305
+CLEAN_FAX_DATA = 327
+
+COMPRESSION_G3 = 3
+COMPRESSION_G4 = 4
+T4_2D = 1
+T4_UNCOMPRESSED = 2
+T4_FILL_BITS = 4
+T6_UNCOMPRESSED = 2
+
+_SHORT, _LONG, _RATIONAL, _ASCII = 3, 4, 5, 2
+_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8}
+_TYPE_FORMATS = {1: "B", 2: "B", 3: "H", 4: "I", 6: "b", 7: "B", 8: "h", 9: "i"}
+
+
+class TiffFormatError(ValueError):
+    """The file is not a TIFF we can read as fax pages (structure, not coding)."""
+
+
+# --------------------------------------------------------------------------- writer
+
+
+def _ifd(entries: list[tuple[int, int, int, bytes]], base: int) -> bytes:
+    """Serialise one IFD placed at file offset ``base`` (next-IFD offset 0, patched
+    by the caller); values longer than four bytes go right after it.
+    ``entries``: (tag, type, count, packed value)."""
+    entries = sorted(entries)
+    table_size = 2 + 12 * len(entries) + 4
+    extra = bytearray()
+    table = bytearray(struct.pack("<H", len(entries)))
+    for tag, typ, count, value in entries:
+        if len(value) <= 4:
+            table += struct.pack("<HHI", tag, typ, count) + value.ljust(4, b"\0")
+        else:
+            table += struct.pack("<HHII", tag, typ, count, base + table_size + len(extra))
+            extra += value
+            if len(extra) % 2:
+                extra += b"\0"
+    table += struct.pack("<I", 0)
+    return bytes(table + extra)
+
+
+def tiff_f_bytes(pages: Sequence[FaxPage], coding: Coding = "mr") -> bytes:
+    """The complete TIFF Class F file for ``pages`` as bytes."""
+    if not pages:
+        raise ValueError("a TIFF Class F file needs at least one page")
+    if coding not in ("mh", "mr", "mmr"):
+        raise ValueError(f"unknown fax coding {coding!r}")
+    out = bytearray(b"II*\0" + struct.pack("<I", 0))
+    link_at = 4  # where the offset of the next IFD is stored
+    for number, page in enumerate(pages):
+        width, height = page.image.size
+        if coding == "mmr":
+            strip = encode_image(page.image, "mmr", rtc=False)
+        else:
+            strip = encode_image(
+                page.image, coding, k=k_for_resolution(page.resolution), rtc=False, align_eol=True
+            )
+        strip_at = len(out)
+        out += strip
+        if len(out) % 2:
+            out += b"\0"
+        ifd_at = len(out)
+        out[link_at : link_at + 4] = struct.pack("<I", ifd_at)
+
+        def short(tag: int, *values: int) -> tuple[int, int, int, bytes]:
+            return (tag, _SHORT, len(values), struct.pack(f"<{len(values)}H", *values))
+
+        def long(tag: int, value: int) -> tuple[int, int, int, bytes]:
+            return (tag, _LONG, 1, struct.pack("<I", value))
+
+        lines_per_inch = round(LINES_PER_INCH[page.resolution])
+        entries = [
+            long(NEW_SUBFILE_TYPE, 2),
+            long(IMAGE_WIDTH, width),
+            long(IMAGE_LENGTH, height),
+            short(BITS_PER_SAMPLE, 1),
+            short(COMPRESSION, COMPRESSION_G4 if coding == "mmr" else COMPRESSION_G3),
+            short(PHOTOMETRIC, 0),
+            short(FILL_ORDER, 2),
+            long(STRIP_OFFSETS, strip_at),
+            short(SAMPLES_PER_PIXEL, 1),
+            long(ROWS_PER_STRIP, height),
+            long(STRIP_BYTE_COUNTS, len(strip)),
+            (X_RESOLUTION, _RATIONAL, 1, struct.pack("<II", 204, 1)),
+            (Y_RESOLUTION, _RATIONAL, 1, struct.pack("<II", lines_per_inch, 1)),
+            short(RESOLUTION_UNIT, 2),
+            short(PAGE_NUMBER, number, len(pages)),
+            (SOFTWARE, _ASCII, 8, b"faxgate\0"),
+            short(CLEAN_FAX_DATA, 0),
+        ]
+        if coding == "mmr":
+            entries.append(long(T6_OPTIONS, 0))
+        else:
+            entries.append(long(T4_OPTIONS, T4_FILL_BITS | (T4_2D if coding == "mr" else 0)))
+        out += _ifd(entries, ifd_at)
+        link_at = ifd_at + 2 + 12 * len(entries)
+    return bytes(out)
+
+
+def write_tiff_f(path: str | Path, pages: Sequence[FaxPage], coding: Coding = "mr") -> None:
+    """Write ``pages`` as one multi-page TIFF Class F file, atomically: the data
+    goes to a temporary file in the same directory, is fsynced and renamed into
+    place, so readers never see a half-written file and errors leave nothing."""
+    data = tiff_f_bytes(pages, coding)
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+# --------------------------------------------------------------------------- reader
+
+
+class _Tiff:
+    def __init__(self, data: bytes, name: str) -> None:
+        self.data = data
+        self.name = name
+        if data[:4] == b"II*\0":
+            self.order = "<"
+        elif data[:4] == b"MM\0*":
+            self.order = ">"
+        else:
+            raise TiffFormatError(f"{name}: not a classic TIFF file")
+
+    def unpack(self, fmt: str, offset: int) -> tuple:
+        size = struct.calcsize(self.order + fmt)
+        if offset < 0 or offset + size > len(self.data):
+            raise TiffFormatError(f"{self.name}: offset {offset} outside the file")
+        return struct.unpack_from(self.order + fmt, self.data, offset)
+
+    def ifd(self, offset: int) -> tuple[dict[int, tuple], int]:
+        """Tags of the IFD at ``offset`` (numeric values as tuples) and the next offset."""
+        (count,) = self.unpack("H", offset)
+        tags: dict[int, tuple] = {}
+        for i in range(count):
+            at = offset + 2 + 12 * i
+            tag, typ, n = self.unpack("HHI", at)
+            size = _TYPE_SIZES.get(typ)
+            if size is None:
+                continue  # unknown type: skip the tag, as TIFF readers must
+            if n > 1_000_000:
+                raise TiffFormatError(f"{self.name}: tag {tag} claims {n} values")
+            value_at = at + 8 if size * n <= 4 else self.unpack("I", at + 8)[0]
+            if typ in (5, 10):
+                fmt = "I" if typ == 5 else "i"
+                raw = self.unpack(f"{2 * n}{fmt}", value_at)
+                tags[tag] = tuple(
+                    raw[2 * j] / raw[2 * j + 1] if raw[2 * j + 1] else 0.0 for j in range(n)
+                )
+            elif typ in _TYPE_FORMATS:
+                tags[tag] = self.unpack(f"{n}{_TYPE_FORMATS[typ]}", value_at)
+        (next_offset,) = self.unpack("I", offset + 2 + 12 * count)
+        return tags, next_offset
+
+
+def _resolution_name(tags: dict[int, tuple]) -> str:
+    """Nearest fax resolution to the file's vertical resolution (98/196/391 lpi;
+    files also say 100/200/400 dpi or 3.85/7.7/15.4 lines per mm)."""
+    y = tags.get(Y_RESOLUTION, (0.0,))[0]
+    unit = tags.get(RESOLUTION_UNIT, (2,))[0]
+    if unit == 3:
+        y *= 2.54
+    if y <= 0:
+        return "fine"
+    return min(LINES_PER_INCH, key=lambda name: abs(LINES_PER_INCH[name] - y))
+
+
+def _page(tiff: _Tiff, tags: dict[int, tuple], number: int) -> FaxPage:
+    where = f"{tiff.name} page {number}"
+
+    def one(tag: int, default: int | None = None) -> int:
+        if tag in tags:
+            return int(tags[tag][0])
+        if default is None:
+            raise TiffFormatError(f"{where}: required tag {tag} missing")
+        return default
+
+    width, height = one(IMAGE_WIDTH), one(IMAGE_LENGTH)
+    if one(BITS_PER_SAMPLE, 1) != 1 or one(SAMPLES_PER_PIXEL, 1) != 1:
+        raise TiffFormatError(f"{where}: not a bilevel image")
+    compression = one(COMPRESSION, 1)
+    if compression == COMPRESSION_G3:
+        options = one(T4_OPTIONS, 0)
+        if options & T4_UNCOMPRESSED:
+            raise TiffFormatError(f"{where}: G3 uncompressed mode is not supported")
+        coding: Coding = "mr" if options & T4_2D else "mh"
+    elif compression == COMPRESSION_G4:
+        if one(T6_OPTIONS, 0) & T6_UNCOMPRESSED:
+            raise TiffFormatError(f"{where}: G4 uncompressed mode is not supported")
+        coding = "mmr"
+    else:
+        raise TiffFormatError(f"{where}: compression {compression} is not CCITT G3/G4")
+    photometric = one(PHOTOMETRIC, 0)
+    if photometric not in (0, 1):
+        raise TiffFormatError(f"{where}: photometric interpretation {photometric} is not bilevel")
+    lsb_first = one(FILL_ORDER, 1) == 2
+    offsets = tags.get(STRIP_OFFSETS)
+    counts = tags.get(STRIP_BYTE_COUNTS)
+    if not offsets or not counts or len(offsets) != len(counts):
+        raise TiffFormatError(f"{where}: missing or inconsistent strip tags")
+    rows_per_strip = min(one(ROWS_PER_STRIP, height) or height, height)
+    strips = []
+    remaining = height
+    for offset, count in zip(offsets, counts, strict=True):
+        if remaining <= 0:
+            break
+        if offset + count > len(tiff.data):
+            raise TiffFormatError(f"{where}: strip data outside the file")
+        rows = min(rows_per_strip, remaining)
+        strips.append(
+            decode_black(
+                tiff.data[offset : offset + count],
+                width,
+                coding,
+                lsb_first=lsb_first,
+                height=rows,
+            )
+        )
+        remaining -= rows
+    if remaining > 0:
+        raise TiffFormatError(f"{where}: strips hold fewer rows than ImageLength {height}")
+    black = np.concatenate(strips)
+    if photometric == 1:  # BlackIsZero: the codec's "white" runs are black pixels
+        black = ~black
+    return FaxPage(image=black_to_image(black), resolution=_resolution_name(tags))
+
+
+def read_tiff_f(path: str | Path) -> list[FaxPage]:
+    """Read every page of a CCITT G3/G4 TIFF (TIFF Class F and common variants).
+
+    Raises :class:`TiffFormatError` for files that are not such TIFFs and
+    :class:`faxgate.faxd.t4.T4DecodeError` for corrupt image data."""
+    path = Path(path)
+    tiff = _Tiff(path.read_bytes(), str(path))
+    (offset,) = tiff.unpack("I", 4)
+    pages: list[FaxPage] = []
+    seen: set[int] = set()
+    while offset:
+        if offset in seen or len(pages) >= MAX_PAGES:
+            raise TiffFormatError(f"{path}: IFD chain loops or has more than {MAX_PAGES} pages")
+        seen.add(offset)
+        tags, offset = tiff.ifd(offset)
+        if tags.get(NEW_SUBFILE_TYPE, (0,))[0] & 1:
+            continue  # a reduced-resolution thumbnail, not a page
+        pages.append(_page(tiff, tags, len(pages) + 1))
+    if not pages:
+        raise TiffFormatError(f"{path}: no pages")
+    return pages
