@@ -68,6 +68,8 @@ _SQLITE_UNAVAILABLE = {
     14: "cannot open the database file",
     8: "database is read-only",
 }
+# Corrupt or not a database at all: no retry helps.
+_SQLITE_UNUSABLE = {11, 26}
 
 
 class StoreUnavailableError(TemporaryError):
@@ -247,7 +249,7 @@ class DirectoryEntry:
 # --------------------------------------------------------------------------
 
 _EMAIL_LOCAL = re.compile(r'[^\s@<>()\[\],;:"\\]{1,64}')
-_DOMAIN_LABEL = re.compile(r"[^\W_](?:[\w-]{0,61}[^\W_])?")
+_DOMAIN_LABEL = re.compile(r"[^\W_](?:(?:[^\W_]|-){0,61}[^\W_])?")
 _NETWORK_NUMBER = re.compile(r"[A-Z]{1,4}[0-9]{1,20}")
 _EVENT_KIND = re.compile(r"[a-z][a-z0-9_]{0,39}")
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -594,6 +596,8 @@ def _translate(exc: sqlite3.Error, path: Path) -> Exception:
     if _is_busy(exc):
         return StoreBusyError(f"{path}: database stayed locked by other writers ({exc})")
     code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in _SQLITE_UNUSABLE:
+        return SchemaError(f"{path}: not a usable SQLite database ({exc})")
     if code is not None and code & 0xFF in _SQLITE_UNAVAILABLE:
         return StoreUnavailableError(f"{path}: {_SQLITE_UNAVAILABLE[code & 0xFF]} ({exc})")
     return exc
@@ -736,12 +740,10 @@ class Store:
             try:
                 mode = db.execute("PRAGMA journal_mode = wal").fetchone()[0]
                 break
-            except sqlite3.OperationalError as exc:
+            except sqlite3.Error as exc:
                 if not _is_busy(exc) or time.monotonic() > deadline:
                     raise _translate(exc, self.path) from exc
                 time.sleep(0.01)
-            except sqlite3.DatabaseError as exc:
-                raise SchemaError(f"{self.path}: not a usable SQLite database: {exc}") from None
         if mode.lower() != "wal":
             raise SchemaError(
                 f"{self.path}: cannot use WAL journaling (got {mode!r}); "
