@@ -1,0 +1,80 @@
+"""With ``[milter] require_dkim``, a trusted Authentication-Results header must
+show DKIM or DMARC passing for the From: domain.
+
+Only headers whose authserv-id is ``[milter] trusted_authserv_id`` count: anyone
+can write an Authentication-Results header, so the border MTA must remove
+incoming ones with that id (RFC 8601 section 5) and add its own.
+"""
+
+from __future__ import annotations
+
+import re
+
+from faxgate.milter.rules.base import Facts, Rejection
+
+_COMMENT = re.compile(r"\([^()]*\)")
+_PROPERTY = re.compile(r"([A-Za-z0-9_.-]+)\s*=\s*(\"[^\"]*\"|[^\s;]+)")
+
+
+def _strip_comments(value: str) -> str:
+    previous = None
+    while previous != value:  # nested comments: remove innermost first
+        previous, value = value, _COMMENT.sub(" ", value)
+    return value
+
+
+def trusted_headers(facts: Facts) -> list[str]:
+    """The Authentication-Results values written by the trusted authserv-id."""
+    trusted = facts.config.milter.trusted_authserv_id.strip().lower()
+    if not trusted:
+        return []
+    found = []
+    for value in facts.authentication_results:
+        authserv = _strip_comments(value).split(";", 1)[0].split()
+        if authserv and authserv[0].lower() == trusted:
+            found.append(value)
+    return found
+
+
+def _aligned(domain: str, from_domain: str) -> bool:
+    """Relaxed alignment: equal, or one is a subdomain of the other."""
+    domain = domain.strip().strip('"').lstrip("@").lower().rstrip(".")
+    if not domain or not from_domain:
+        return False
+    if "@" in domain:
+        domain = domain.rpartition("@")[2]
+    return (
+        domain == from_domain
+        or from_domain.endswith("." + domain)
+        or domain.endswith("." + from_domain)
+    )
+
+
+def passes(value: str, from_domain: str) -> bool:
+    """Whether one Authentication-Results value has an aligned dkim or dmarc pass."""
+    for resinfo in _strip_comments(value).split(";")[1:]:
+        props = {k.lower(): v.strip('"') for k, v in _PROPERTY.findall(resinfo)}
+        method = next(iter(props), "")
+        if props.get(method, "").lower() != "pass":
+            continue
+        if method == "dkim":
+            domain = props.get("header.d") or props.get("d") or props.get("header.i", "")
+            if _aligned(domain, from_domain):
+                return True
+        elif method == "dmarc" and _aligned(props.get("header.from", ""), from_domain):
+            return True
+    return False
+
+
+def check(facts: Facts) -> Rejection | None:
+    if not facts.config.milter.require_dkim:
+        return None
+    domain = facts.from_domain
+    if any(passes(value, domain) for value in trusted_headers(facts)):
+        return None
+    return Rejection(
+        550,
+        "5.7.1",
+        f"No trusted DKIM or DMARC pass for the From: domain {domain or '(none)'}",
+        "not_dkim_verified",
+    )

@@ -1,0 +1,22 @@
+"""A sender may submit ``jobs_per_day`` jobs in 24 hours (0 = unlimited)."""
+
+from __future__ import annotations
+
+from faxgate.milter.rules.base import Facts, Rejection
+
+
+def check(facts: Facts) -> Rejection | None:
+    if facts.sender is None:
+        return None
+    limit = facts.sender.effective_limits(facts.config.limits).jobs_per_day
+    if limit <= 0:
+        return None
+    used = facts.store.jobs_today(facts.sender.email)
+    if used >= limit:
+        return Rejection(
+            550,
+            "5.7.1",
+            f"Daily fax quota reached: {used} of {limit} jobs in the last 24 hours",
+            "quota_exceeded",
+        )
+    return None

@@ -1,0 +1,506 @@
+"""The milter's decisions through pymilter's TestCtx (faxgate.milter.harness)."""
+
+from __future__ import annotations
+
+import io
+import json
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import Milter
+import pypdf
+import pytest
+from faxgate.faxd import spool
+from faxgate.milter.app import FaxMilter, Runtime
+from faxgate.milter.harness import Outcome, drive
+from PIL import Image
+
+from faxgate import config as config_mod
+from faxgate.store import Store
+
+FAX = "fax@fax.example.com"
+ALICE = "alice@example.com"
+
+
+def make_pdf(pages: int = 1, password: str | None = None) -> bytes:
+    writer = pypdf.PdfWriter()
+    for _ in range(pages):
+        writer.add_blank_page(width=595, height=842)
+    if password:
+        writer.encrypt(user_password=password, owner_password=password)
+    buf = io.BytesIO()
+    writer.write(buf)
+    return buf.getvalue()
+
+
+def make_png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("1", (40, 40), 1).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def fax_mail(
+    subject: str = "755-83235170/Zhang",
+    attachments: list[tuple[str, bytes, str]] | None = None,
+    sender: str = ALICE,
+    headers: dict[str, str] | None = None,
+) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = f"Alice <{sender}>"
+    msg["To"] = FAX
+    msg["Subject"] = subject
+    msg["Message-ID"] = f"<{abs(hash((subject, sender, str(attachments))))}@example.com>"
+    for name, value in (headers or {}).items():
+        msg[name] = value
+    msg.set_content("Please fax this.\n")
+    for filename, data, ctype in (
+        [("order.pdf", make_pdf(), "application/pdf")] if attachments is None else attachments
+    ):
+        maintype, subtype = ctype.split("/")
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+    return msg.as_bytes()
+
+
+class Gateway:
+    """A milter runtime over a real store and spool in a temp directory."""
+
+    def __init__(self, tmp: Path, **sections: dict[str, Any]) -> None:
+        data: dict[str, dict[str, Any]] = {
+            "store": {"path": str(tmp / "faxgate.db")},
+            "spool": {"directory": str(tmp / "spool")},
+            "milter": {"fax_addresses": [FAX.upper()]},
+        }
+        for name, values in sections.items():
+            data.setdefault(name, {}).update(values)
+        self.config = config_mod.parse(data)
+        self.store = Store.open(self.config)
+        self.spool = Path(self.config.spool.directory)
+        self.runtime = Runtime.create(self.config, self.store)
+
+    def send(
+        self,
+        raw: bytes,
+        sender: str = ALICE,
+        recipients: tuple[str, ...] = (FAX,),
+        macros: dict[str, str] | None = None,
+    ) -> Outcome:
+        return drive(
+            lambda: FaxMilter(self.runtime),
+            raw,
+            sender,
+            recipients,
+            {"i": "4ABC123", "{client_addr}": "192.0.2.7", **(macros or {})},
+        )
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return [
+            json.loads((self.spool / "incoming" / j / "job.json").read_text())
+            for j in spool.list_jobs(self.spool)
+        ]
+
+    def event_kinds(self) -> list[str]:
+        return [e.kind for e in self.store.events(limit=100, sender=None)]
+
+
+@pytest.fixture
+def gw(tmp_path: Path) -> Gateway:
+    g = Gateway(tmp_path)
+    g.store.add_sender(ALICE, "Alice", smtp_login="alice")
+    return g
+
+
+def assert_ascii_lines(outcome: Outcome) -> None:
+    assert outcome.reply is not None
+    for line in outcome.reply:
+        assert line.isascii() and len(line) <= 510, line
+
+
+# ---- routing: what the milter looks at at all ---------------------------------
+
+
+def test_non_fax_mail_accepted_at_data_without_headers_or_body(gw: Gateway) -> None:
+    out = gw.send(fax_mail(), recipients=("bob@example.org", "carol@example.org"))
+    assert (out.result, out.stage) == ("accept", "data")
+    assert gw.jobs() == []
+    assert gw.event_kinds() == []
+
+
+def test_negotiation_skips_unused_steps_and_needs_no_replies_for_envelope(gw: Gateway) -> None:
+    out = gw.send(fax_mail())
+    assert {"connect", "hello", "unknown"} <= out.skipped
+    assert not {"envfrom", "envrcpt", "data", "header", "eoh", "body"} & out.skipped
+    proto = FaxMilter.protocol_mask()
+    for nr in (Milter.P_NR_MAIL, Milter.P_NR_RCPT, Milter.P_NR_HDR, Milter.P_NR_BODY):
+        assert not proto & nr  # noreply requested
+    assert proto & Milter.P_NR_DATA and proto & Milter.P_NR_EOH  # these answer
+
+
+def test_fax_address_is_case_insensitive_and_job_is_spooled_then_discarded(gw: Gateway) -> None:
+    out = gw.send(fax_mail(), recipients=("Fax@FAX.example.com",))
+    assert (out.result, out.stage) == ("discard", "eom")
+    (job,) = gw.jobs()
+    assert job["version"] == spool.FORMAT_VERSION
+    assert job["sender"] == ALICE
+    assert job["queue_id"] == "4ABC123"
+    assert job["subject"] == "755-83235170/Zhang"
+    assert job["recipients"][0]["e164"] == "+8675583235170"
+    assert job["recipients"][0]["name1"] == "Zhang"
+    assert job["auth"] == {"login": None, "client_addr": "192.0.2.7", "authentication_results": []}
+    assert job["documents"] == [
+        {
+            "filename": "order.pdf",
+            "kind": "pdf",
+            "format": "pdf",
+            "part": 2,
+            "size": len(make_pdf()),
+        }
+    ]
+    assert "Please fax this." in job["body_text"]
+    assert job["priority"] == 127
+    raw = (gw.spool / "incoming" / job["id"] / "message.eml").read_bytes()
+    assert b"Subject: 755-83235170/Zhang\r\n" in raw
+    # The stored message re-parses to the same documents.
+    from faxgate.milter.mimeparts import split_message
+
+    assert split_message(raw).attachments[0].part == 2
+    stored = gw.store.get_job(job["id"])
+    assert stored is not None and stored.queue_id == "4ABC123"
+    assert "accepted" in gw.event_kinds()
+
+
+def test_mixed_recipients_delete_fax_address_and_accept(gw: Gateway) -> None:
+    out = gw.send(fax_mail(), recipients=("a@example.org", FAX, "b@example.org"))
+    assert (out.result, out.stage) == ("accept", "eom")
+    assert out.deleted_recipients == [f"<{FAX}>"]
+    assert len(gw.jobs()) == 1
+
+
+def test_duplicate_message_is_one_job_and_still_discarded(gw: Gateway) -> None:
+    raw = fax_mail()
+    assert gw.send(raw).result == "discard"
+    assert gw.send(raw).result == "discard"
+    assert len(gw.jobs()) == 1
+    assert "duplicate" in gw.event_kinds()
+
+
+def test_high_priority_header(gw: Gateway) -> None:
+    gw.send(fax_mail(headers={"X-Priority": "1 (Highest)"}))
+    assert gw.jobs()[0]["priority"] < 127
+
+
+# ---- sender checks -------------------------------------------------------------------
+
+
+def test_unknown_sender_rejected_before_body(gw: Gateway) -> None:
+    out = gw.send(fax_mail(sender="mallory@example.com"), sender="mallory@example.com")
+    assert (out.result, out.stage, out.code) == ("reject", "eoh", "550")
+    assert out.reply[1] == "5.7.1"
+    assert "not registered" in out.text
+    assert gw.jobs() == []
+    events = gw.store.events(limit=10, sender=None)
+    assert events[0].kind == "rejected" and events[0].queue_id == "4ABC123"
+
+
+def test_from_header_must_match_envelope(gw: Gateway) -> None:
+    gw.store.add_sender("bob@example.com", "Bob")
+    out = gw.send(fax_mail(sender="bob@example.com"))
+    assert (out.result, out.code) == ("reject", "550")
+    assert "From:" in out.text
+
+
+def test_disabled_or_no_permission_sender_rejected(gw: Gateway) -> None:
+    gw.store.add_sender("off@example.com", enabled=False)
+    gw.store.add_sender("nofax@example.com", can_fax=False)
+    for who in ("off@example.com", "nofax@example.com"):
+        out = gw.send(fax_mail(sender=who), sender=who)
+        assert (out.result, out.reply[1]) == ("reject", "5.7.1")
+
+
+def test_unauthorized_discard_mode(tmp_path: Path) -> None:
+    g = Gateway(tmp_path, milter={"unauthorized": "discard"})
+    out = g.send(fax_mail(sender="mallory@example.com"), sender="mallory@example.com")
+    assert (out.result, out.stage) == ("discard", "eoh")
+    assert g.jobs() == [] and "discarded" in g.event_kinds()
+    mixed = g.send(
+        fax_mail(sender="mallory@example.com"),
+        sender="mallory@example.com",
+        recipients=(FAX, "x@example.org"),
+    )
+    assert (mixed.result, mixed.deleted_recipients) == ("accept", [f"<{FAX}>"])
+
+
+def test_require_auth_checks_login(tmp_path: Path) -> None:
+    g = Gateway(tmp_path, milter={"require_auth": True})
+    g.store.add_sender(ALICE, smtp_login="alice")
+    assert g.send(fax_mail()).reply[1] == "5.7.1"
+    assert g.send(fax_mail(), macros={"{auth_authen}": "eve"}).result == "reject"
+    assert g.send(fax_mail(), macros={"{auth_authen}": "alice"}).result == "discard"
+    assert g.jobs()[0]["auth"]["login"] == "alice"
+
+
+def test_require_dkim_trusts_only_configured_authserv_id(tmp_path: Path) -> None:
+    g = Gateway(tmp_path, milter={"require_dkim": True, "trusted_authserv_id": "mx.example.com"})
+    g.store.add_sender(ALICE)
+    forged = "evil.example.net; dkim=pass header.d=example.com"
+    out = g.send(fax_mail(headers={"Authentication-Results": forged}))
+    assert (out.result, out.reply[1]) == ("reject", "5.7.1")
+    unaligned = "mx.example.com; dkim=pass (good) header.d=other.org"
+    assert g.send(fax_mail(headers={"Authentication-Results": unaligned})).result == "reject"
+    good = "mx.example.com; spf=pass smtp.mailfrom=example.com; dkim=pass header.d=example.com"
+    assert g.send(fax_mail(headers={"Authentication-Results": good})).result == "discard"
+    assert g.jobs()[0]["auth"]["authentication_results"] == [good]
+    dmarc = "mx.example.com 1; dmarc=pass header.from=example.com"
+    raw = fax_mail(subject="755-83235171", headers={"Authentication-Results": dmarc})
+    assert g.send(raw).result == "discard"
+
+
+@pytest.mark.parametrize(
+    ("sender", "headers"),
+    [
+        ("", {}),
+        ("MAILER-DAEMON@example.com", {}),
+        (ALICE, {"Auto-Submitted": "auto-replied"}),
+        (ALICE, {"Precedence": "bulk"}),
+        (ALICE, {"X-Faxgate-Job": "20260101T000000000000Z-00000000"}),
+    ],
+)
+def test_bounces_and_automatic_mail_are_never_faxed(
+    gw: Gateway, sender: str, headers: dict[str, str]
+) -> None:
+    out = gw.send(fax_mail(headers=headers), sender=sender)
+    assert out.result == "discard"
+    assert gw.jobs() == []
+    mixed = gw.send(fax_mail(headers=headers), sender=sender, recipients=(FAX, "x@example.org"))
+    assert (mixed.result, mixed.deleted_recipients) == ("accept", [f"<{FAX}>"])
+
+
+def test_auto_submitted_no_is_faxed(gw: Gateway) -> None:
+    assert gw.send(fax_mail(headers={"Auto-Submitted": "no"})).result == "discard"
+    assert len(gw.jobs()) == 1
+
+
+# ---- Subject -----------------------------------------------------------------------
+
+
+def test_bad_subject_550_560_with_column_and_hint(gw: Gateway) -> None:
+    out = gw.send(fax_mail(subject="755-8323517x"))
+    assert (out.result, out.stage, out.code, out.reply[1]) == ("reject", "eoh", "550", "5.6.0")
+    assert "column 12" in out.text
+    assert "Hint:" in out.text
+    assert_ascii_lines(out)
+
+
+def test_non_ascii_offending_character_is_described_in_ascii(gw: Gateway) -> None:
+    out = gw.send(fax_mail(subject="755-83235170；张"))
+    assert out.code == "550" and out.reply[1] == "5.6.0"
+    assert "column 14" in out.text
+    assert "U+5F20" in out.text  # the character, named in ASCII
+    assert_ascii_lines(out)
+
+
+def test_gbk_encoded_subject(gw: Gateway) -> None:
+    name = "金恒科技"
+    encoded = (
+        "=?GB2312?B?"
+        + __import__("base64").b64encode(f"86-755-83235170/{name}".encode("gb2312")).decode()
+        + "?="
+    )
+    raw = fax_mail().replace(b"Subject: 755-83235170/Zhang", b"Subject: " + encoded.encode())
+    assert gw.send(raw).result == "discard"
+    job = gw.jobs()[0]
+    assert job["recipients"][0]["name1"] == name
+    assert job["subject"] == f"86-755-83235170/{name}"
+
+
+@pytest.mark.parametrize("charset", ["gb18030", "big5", "utf-8"])
+def test_raw_8bit_subject(gw: Gateway, charset: str) -> None:
+    name = "金恒科技" if charset != "big5" else "金恆科技"
+    raw = fax_mail().replace(
+        b"Subject: 755-83235170/Zhang", b"Subject: 755-83235170/" + name.encode(charset)
+    )
+    assert gw.send(raw).result == "discard"
+    assert gw.jobs()[0]["recipients"][0]["name1"] == name
+
+
+# ---- attachments ---------------------------------------------------------------------
+
+
+def test_no_attachment(gw: Gateway) -> None:
+    out = gw.send(fax_mail(attachments=[]))
+    assert (out.result, out.stage, out.code, out.reply[1]) == ("reject", "eom", "550", "5.6.1")
+    assert "No attachment" in out.text
+
+
+def test_encrypted_pdf_rejected_naming_file(gw: Gateway) -> None:
+    raw = fax_mail(attachments=[("secret.pdf", make_pdf(password="pw"), "application/pdf")])
+    out = gw.send(raw)
+    assert (out.code, out.reply[1]) == ("550", "5.6.1")
+    assert "secret.pdf" in out.text and "password" in out.text
+    assert gw.jobs() == []
+
+
+@pytest.mark.parametrize(
+    ("filename", "data", "ctype", "words"),
+    [
+        ("tool.exe", b"MZ\x90\x00" + bytes(200), "application/octet-stream", "tool.exe"),
+        ("empty.pdf", b"", "application/pdf", "empty"),
+        ("docs.rar", b"Rar!\x1a\x07\x00" + bytes(50), "application/x-rar", "docs.rar"),
+    ],
+)
+def test_unsupported_attachments(
+    gw: Gateway, filename: str, data: bytes, ctype: str, words: str
+) -> None:
+    out = gw.send(
+        fax_mail(attachments=[("ok.pdf", make_pdf(), "application/pdf"), (filename, data, ctype)])
+    )
+    assert (out.code, out.reply[1]) == ("550", "5.6.1")
+    assert words in out.text
+
+
+def test_attachment_over_size_limit(tmp_path: Path) -> None:
+    g = Gateway(tmp_path, limits={"max_attachment_bytes": 1000})
+    g.store.add_sender(ALICE)
+    out = g.send(fax_mail(attachments=[("big.pdf", make_pdf(pages=30), "application/pdf")]))
+    assert (out.code, out.reply[1]) == ("550", "5.6.1")
+    assert "big.pdf" in out.text and "limit" in out.text
+
+
+def test_message_over_size_limit_by_esmtp_size_or_body(tmp_path: Path) -> None:
+    g = Gateway(tmp_path, limits={"max_message_bytes": 3000})
+    g.store.add_sender(ALICE)
+    out = g.send(fax_mail(attachments=[("big.pdf", make_pdf(pages=30), "application/pdf")]))
+    assert (out.stage, out.code, out.reply[1]) == ("eom", "552", "5.3.4")
+
+
+def test_rfc2231_chinese_filename_and_hostile_path(gw: Gateway) -> None:
+    raw = fax_mail(
+        attachments=[
+            ("报价单.pdf", make_pdf(), "application/pdf"),
+            ("../../etc/passwd\x07.png", make_png(), "image/png"),
+        ]
+    )
+    assert b"filename*=" in raw
+    assert gw.send(raw).result == "discard"
+    names = [d["filename"] for d in gw.jobs()[0]["documents"]]
+    assert names == ["报价单.pdf", "passwd.png"]
+
+
+def test_rfc2047_filename(gw: Gateway) -> None:
+    raw = fax_mail(attachments=[("x.pdf", make_pdf(), "application/pdf")]).replace(
+        b'filename="x.pdf"',
+        b'filename="=?GBK?B?' + __import__("base64").b64encode("报价.pdf".encode("gbk")) + b'?="',
+    )
+    assert gw.send(raw).result == "discard"
+    assert gw.jobs()[0]["documents"][0]["filename"] == "报价.pdf"
+
+
+def _html_mail(with_pdf: bool) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = ALICE
+    msg["To"] = FAX
+    msg["Subject"] = "755-83235170"
+    msg.set_content("plain")
+    msg.add_alternative('<p>Hello <img src="cid:logo@x"></p>', subtype="html")
+    html_part = msg.get_payload()[1]
+    html_part.add_related(make_png(), "image", "png", cid="<logo@x>", filename="logo.png")
+    if with_pdf:
+        msg.add_attachment(make_pdf(), maintype="application", subtype="pdf", filename="a.pdf")
+    return msg.as_bytes()
+
+
+def test_inline_html_images_are_not_attachments(gw: Gateway) -> None:
+    assert gw.send(_html_mail(with_pdf=True)).result == "discard"
+    assert [d["filename"] for d in gw.jobs()[0]["documents"]] == ["a.pdf"]
+    out = gw.send(_html_mail(with_pdf=False))
+    assert (out.code, out.reply[1]) == ("550", "5.6.1")
+
+
+def test_text_and_image_attachments_accepted(gw: Gateway) -> None:
+    raw = fax_mail(
+        attachments=[
+            ("note.txt", "你好\n".encode("gb18030"), "text/plain"),
+            ("scan.png", make_png(), "image/png"),
+        ]
+    )
+    assert gw.send(raw).result == "discard"
+    assert [d["kind"] for d in gw.jobs()[0]["documents"]] == ["text", "image"]
+
+
+# ---- job rules -----------------------------------------------------------------------
+
+
+def test_too_many_recipients_for_sender(gw: Gateway) -> None:
+    gw.store.update_sender(ALICE, max_recipients=2)
+    out = gw.send(fax_mail(subject="755-83235170; 755-83235171; 755-83235172"))
+    assert (out.code, out.reply[1]) == ("550", "5.7.1")
+    assert "at most 2" in out.text
+
+
+def test_daily_quota(gw: Gateway) -> None:
+    gw.store.update_sender(ALICE, jobs_per_day=1)
+    assert gw.send(fax_mail(subject="755-83235170")).result == "discard"
+    out = gw.send(fax_mail(subject="755-83235171"))
+    assert (out.code, out.reply[1]) == ("550", "5.7.1")
+    assert "quota" in out.text
+
+
+def test_international_needs_permission(gw: Gateway) -> None:
+    out = gw.send(fax_mail(subject="755-83235170; 1-212-5551234/NY"))
+    assert (out.code, out.reply[1]) == ("550", "5.7.1")
+    assert "Recipient 2" in out.text and "international" in out.text
+    gw.store.update_sender(ALICE, destinations="international")
+    assert gw.send(fax_mail(subject="755-83235170; 1-212-5551234/NY")).result == "discard"
+
+
+def test_premium_and_denied_prefixes(tmp_path: Path) -> None:
+    g = Gateway(tmp_path, policy={"deny_prefixes": ["8675599"], "allow_prefixes": ["86755998"]})
+    g.store.add_sender(ALICE, destinations="international")
+    premium = g.send(fax_mail(subject="1-900-5551234"))
+    assert premium.reply[1] == "5.7.1" and "premium" in premium.text
+    denied = g.send(fax_mail(subject="755-99123456"))
+    assert denied.reply[1] == "5.7.1" and "+8675599" in denied.text
+    assert g.send(fax_mail(subject="755-99812345")).result == "discard"  # allow list wins
+    g.store.update_sender(ALICE, allow_premium=True)
+    assert g.send(fax_mail(subject="1-900-5551234")).result == "discard"
+
+
+def test_local_only_sender(gw: Gateway) -> None:
+    gw.store.update_sender(ALICE, destinations="local")
+    assert gw.send(fax_mail(subject="10-12345678")).reply[1] == "5.7.1"
+    assert gw.send(fax_mail(subject="755-83235170")).result == "discard"
+
+
+# ---- failures --------------------------------------------------------------------------
+
+
+def test_unwritable_spool_tempfails(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file: nothing can be created below it, not even by root")
+    g = Gateway(tmp_path, spool={"directory": str(blocker / "spool")})
+    g.store.add_sender(ALICE)
+    out = g.send(fax_mail())
+    assert (out.result, out.code, out.reply[1]) == ("tempfail", "451", "4.3.0")
+    assert "tempfail" in g.event_kinds()
+
+
+def test_internal_error_becomes_451(gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(email: str) -> None:
+        raise RuntimeError("database exploded")
+
+    monkeypatch.setattr(gw.store, "get_sender", broken)
+    out = gw.send(fax_mail())
+    assert (out.result, out.code, out.reply[1]) == ("tempfail", "451", "4.3.0")
+    # Ordinary mail is not affected by the broken store.
+    assert gw.send(fax_mail(), recipients=("x@example.org",)).result == "accept"
+
+
+def test_store_failure_after_spooling_is_not_a_reject(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(job: dict) -> bool:
+        raise RuntimeError("disk I/O error")
+
+    monkeypatch.setattr(gw.store, "record_job", broken)
+    assert gw.send(fax_mail()).result == "discard"
+    assert len(gw.jobs()) == 1
