@@ -17,7 +17,7 @@ end did not confirm. Jobs with a lower ``priority`` number go first.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -403,14 +403,17 @@ def network_failed(
     rec.next_try = now + retry_delay
 
 
-def expire(job: JobProgress, now: float) -> list[RecipientProgress]:
-    """Give up on waiting recipients of an expired job; calls in progress are
-    left to finish. Returns the recipients that became final."""
+def expire(
+    job: JobProgress, now: float, in_progress: Collection[int] = ()
+) -> list[RecipientProgress]:
+    """Give up on waiting recipients of an expired job; calls and mail deliveries
+    in progress (``in_progress`` indexes) are left to finish. Returns the
+    recipients that became final."""
     if now < job.expires:
         return []
     ended = []
     for rec in job.recipients:
-        if rec.state in (PENDING, HELD):
+        if rec.state in (PENDING, HELD) and rec.idx not in in_progress:
             _finish(rec, _failed_state(rec), "expired", now)
             ended.append(rec)
     return ended
