@@ -117,6 +117,20 @@ class RenderConfig:
     )
     paper: str = _opt("a4", "Paper size pages are laid out on.", ("a4", "letter"))
     coding: str = _opt("mr", "Compression in the spooled TIFF.", ("mh", "mr", "mmr"))
+    drop_blank_pages: bool = _opt(True, "Drop blank pages at the end of each document.")
+    header: bool = _opt(True, "Stamp a header line at the top of every page.")
+    header_template: str = _opt(
+        "{station_id}  {sender}  {date} {time}  Page {page}/{pages}",
+        "Header line; fields: station_id, sender, date, time, page, pages.",
+    )
+    cover_page: bool = _opt(False, "Put a cover page (recipient, sender, mail body) first.")
+    libreoffice_timeout: int = _opt(
+        120, "Seconds one LibreOffice conversion may take before it is killed."
+    )
+    max_pixels: int = _opt(
+        80_000_000, "Largest image (width x height) decoded; bigger is a decompression bomb."
+    )
+    soffice: str = _opt("soffice", "LibreOffice program (name on PATH or absolute path).")
 
 
 @dataclass(frozen=True)
@@ -125,6 +139,21 @@ class FaxConfig:
 
     station_id: str = _opt("+86 755 0000000", "Our fax number as sent in TSI (20 chars max).")
     modems: list[str] = _opt([], "Serial devices of Class 1 fax modems (or simulated lines).")
+    dial_prefix: str = _opt("ATDT", "Dial command (ATDT tone, ATDP pulse); the number follows.")
+    max_rate: int = _opt(
+        14400, "Fastest data rate offered in DCS (bit/s).", (14400, 12000, 9600, 7200, 4800, 2400)
+    )
+    coding: str = _opt("mr", "Preferred page coding; MH when the far end lacks MR.", ("mr", "mh"))
+    flow_control: str = _opt(
+        "xonxoff", "Serial flow control while sending page data.", ("xonxoff", "rtscts")
+    )
+    baudrate: int = _opt(115200, "DTE speed of the serial port.")
+    lock_dir: str = _opt("/var/lock", "Directory of UUCP lock files (LCK..ttyS0); empty: no lock.")
+    dial_timeout_seconds: float = _opt(
+        90.0, "Wait for a fax answer after dialling (voice answer → not_a_fax)."
+    )
+    t1_seconds: float = _opt(35.0, "T.30 T1: wait for a valid DIS once the fax carrier is heard.")
+    t4_seconds: float = _opt(3.0, "T.30 T4: wait for a response before repeating a command.")
 
 
 @dataclass(frozen=True)
