@@ -63,12 +63,16 @@ class SendOptions:
     dial_prefix: str = "ATDT"
     max_rate: int = 14400
     coding: str = "mr"
+    dial_timeout: float = 90.0
     t1: float = 35.0
     t4: float = 3.0
     flow_control: str = "xonxoff"
     lock_dir: str | None = DEFAULT_LOCK_DIR
     baudrate: int = 115200
     short_train: bool = True
+    #: Line seconds per wall second: a simulated line's pacing. Protocol timers
+    #: are line time, so they shrink by this factor; 1 for real modems.
+    time_scale: float = 1.0
 
     @classmethod
     def from_config(cls, fax: Any, **overrides: Any) -> SendOptions:
@@ -78,6 +82,7 @@ class SendOptions:
             "dial_prefix": fax.dial_prefix,
             "max_rate": fax.max_rate,
             "coding": fax.coding,
+            "dial_timeout": fax.dial_timeout_seconds,
             "t1": fax.t1_seconds,
             "t4": fax.t4_seconds,
             "flow_control": fax.flow_control,
@@ -93,8 +98,9 @@ class SendOptions:
             dial_prefix=self.dial_prefix,
             max_rate=self.max_rate,
             coding=self.coding,
-            t1=self.t1,
-            t4=self.t4,
+            dial_timeout=self.dial_timeout / self.time_scale,
+            t1=self.t1 / self.time_scale,
+            t4=self.t4 / self.time_scale,
             short_train=self.short_train,
         )
 

@@ -173,7 +173,8 @@ class SenderOptions:
     dial_prefix: str = "ATDT"
     max_rate: int = 14400
     coding: str = "mr"  # preferred; MH if the far end has no 2D coding
-    t1: float = 35.0  # from dialling until a fax answer
+    dial_timeout: float = 90.0  # dialling until a fax answer (the modem's own S7 is shorter)
+    t1: float = 35.0  # from the first fax carrier until a valid DIS
     t4: float = 3.0  # for a response to a command
     command_tries: int = 3  # sends of one command without a valid response
     train_tries: int = 3  # TCF attempts at the lowest rate before giving up
@@ -227,6 +228,7 @@ class T30Sender:
         self._start_time = 0.0
         self._dcn_received = False
         self._connected = False
+        self._no_carrier = False
         self._procedure = self._run()
         next(self._procedure)  # to the priming yield; start() sends the first None
         self.finished = False
@@ -307,7 +309,7 @@ class T30Sender:
             yield from self._call()
         except CallFailed as failure:
             if self._connected:
-                if failure.send_dcn:
+                if failure.send_dcn and self.result.reached_fax_carrier:
                     yield self._frames(fr.DCN)
                 yield HangUp()
             yield self._finish(failure.reason, failure.message)
@@ -334,7 +336,7 @@ class T30Sender:
     def _call(self) -> Generator[Action, Event | None, None]:
         opts = self.options
         self.result.dials = 1
-        event = yield Dial(opts.dial_prefix + self.number, opts.t1)
+        event = yield Dial(opts.dial_prefix + self.number, opts.dial_timeout)
         if isinstance(event, ModemResult):
             reason, message = _DIAL_RESULTS.get(
                 event.code, ("modem_error", f"unexpected answer to dialling: {event.code}")
@@ -342,7 +344,7 @@ class T30Sender:
             raise CallFailed(reason, message)
         self._connected = True
         if isinstance(event, TimerExpired):
-            raise CallFailed("not_a_fax", f"no fax answer within T1 ({opts.t1:g} s)")
+            raise CallFailed("not_a_fax", f"no fax answer within {opts.dial_timeout:g} s")
         capabilities = yield from self._phase_b_receive_dis(event)
         yield from self._send_document(capabilities)
 
@@ -350,7 +352,7 @@ class T30Sender:
         self, event: Event | None
     ) -> Generator[Action, Event | None, fr.Capabilities]:
         """Collect NSF/CSI/DIS until a valid DIS; the answerer repeats DIS until T1."""
-        deadline = self._start_time + self.options.t1
+        deadline = self.now + self.options.t1
         while True:
             if isinstance(event, FrameReceived):
                 self.result.reached_fax_carrier = True
@@ -367,9 +369,7 @@ class T30Sender:
                             pass  # wait for the repeated DIS
             remaining = deadline - self.now
             if remaining <= 0:
-                if self.result.reached_fax_carrier:
-                    raise CallFailed("timeout", "no valid DIS from the far end within T1")
-                raise CallFailed("not_a_fax", "no fax answer within T1")
+                raise CallFailed("timeout", "no valid DIS from the far end within T1")
             event = yield ReceiveFrame(min(remaining, self.options.t4 * 2))
 
     def _parse(self, event: FrameReceived) -> Frame | None:
@@ -391,6 +391,8 @@ class T30Sender:
             if isinstance(event, TimerExpired):
                 return None
             if isinstance(event, ModemResult):
+                if event.code == "NO CARRIER":
+                    self._no_carrier = True
                 if event.code == "ERROR":
                     return None
                 continue  # NO CARRIER / +FCERROR: a carrier without a frame; listen on
@@ -405,22 +407,42 @@ class T30Sender:
     def _exchange(self, name: str, steps: list[Action]) -> Generator[Action, Event | None, Frame]:
         """Send a command and return its valid response, repeating the command when
         the response is missing, garbled or CRP (at most ``command_tries`` sends)."""
+        only_no_carrier = True
         for _ in range(self.options.command_tries):
             for step in steps:
                 event = yield step
-                if not _frame_ok(event):
-                    raise CallFailed("modem_error", f"modem failed while sending {name}: {event}")
+                self._check_sent(event, name)
+            self._no_carrier = False
             frame = yield from self._receive_response()
-            if frame is None or frame.kind == fr.CRP:
+            if frame is None:
+                only_no_carrier = only_no_carrier and self._no_carrier
+                continue
+            only_no_carrier = False
+            if frame.kind == fr.CRP:
                 continue
             if frame.kind == fr.DCN:
                 raise CallFailed(
                     "remote_hangup", f"the far end sent DCN after {name}", send_dcn=False
                 )
             return frame
-        raise CallFailed(
-            "timeout", f"no valid response to {name} after {self.options.command_tries} tries"
-        )
+        tries = self.options.command_tries
+        if only_no_carrier:
+            raise CallFailed(
+                "remote_hangup",
+                f"the far end went silent (NO CARRIER) after {name}, {tries} tries",
+                send_dcn=False,
+            )
+        raise CallFailed("timeout", f"no valid response to {name} after {tries} tries")
+
+    def _check_sent(self, event: Event | None, what: str) -> None:
+        """A transmit step must end in OK; NO CARRIER there means the line dropped."""
+        if _frame_ok(event):
+            return
+        if isinstance(event, ModemResult) and event.code == "NO CARRIER":
+            raise CallFailed(
+                "remote_hangup", f"the line dropped while sending {what}", send_dcn=False
+            )
+        raise CallFailed("modem_error", f"modem failed while sending {what}: {event}")
 
     def _modulations(self, capabilities: fr.Capabilities) -> list[Modulation]:
         usable = [m for m in capabilities.modulations if m.bit_rate <= self.options.max_rate]
@@ -482,7 +504,6 @@ class T30Sender:
     ) -> Generator[Action, Event | None, None]:
         modulations = self._modulations(capabilities)
         index = yield from self._train(capabilities, modulations, 0)
-        just_trained = True
         page = self.result.first_page
         rejections = 0
         encoded: dict[tuple[int, Session], bytes] = {}
@@ -494,18 +515,12 @@ class T30Sender:
                 encoded[key] = self.pages.encode(page, session)
             data = encoded[key]
             modulation = session.modulation
-            code = (
-                modulation.ftm_short
-                if just_trained and self.options.short_train
-                else modulation.ftm_long
-            )
-            # A page after MCF needs no new TCF, but its carrier starts afresh:
-            # the V.17 short train is only allowed straight after a good TCF.
-            just_trained = False
+            # After a good TCF every page of the session may use V.17's short
+            # training (T.30 5.3.2.6); the receiver expects it.
+            code = modulation.ftm_short if self.options.short_train else modulation.ftm_long
             seconds = len(data) * 8 / modulation.bit_rate
             event = yield SendPage(code, page, data, timeout=seconds * 2 + 30)
-            if not _frame_ok(event):
-                raise CallFailed("modem_error", f"modem failed sending page {page + 1}: {event}")
+            self._check_sent(event, f"page {page + 1}")
             last = page == self.pages.count - 1
             post = fr.EOP if last else fr.MPS
             name = "EOP" if last else "MPS"
@@ -519,7 +534,6 @@ class T30Sender:
                 rejections = 0
                 if kind != fr.MCF and page < self.pages.count:
                     index = yield from self._train(capabilities, modulations, index)
-                    just_trained = True
             elif kind in (fr.RTN, fr.PIN):
                 rejections += 1
                 if rejections >= self.options.page_tries:
@@ -529,7 +543,6 @@ class T30Sender:
                     )
                 lower = min(index + 1, len(modulations) - 1)
                 index = yield from self._train(capabilities, modulations, lower)
-                just_trained = True
             else:
                 raise CallFailed("page_rejected", f"unexpected {response.name} in answer to {name}")
         yield self._frames(fr.DCN)
