@@ -1,0 +1,71 @@
+"""The header line stamped across the top of every page, like a fax machine
+prints its TTI: who sent it, when, and "Page n/m", so a recipient can tell a
+missing page."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from faxgate.faxd.page import DOTS_PER_INCH_ACROSS, FaxPage
+from faxgate.render import fonts
+from faxgate.render.geometry import HEADER_BAND_INCHES
+from PIL import Image, ImageDraw, ImageFont
+
+from faxgate.errors import ConfigError
+
+DEFAULT_TEMPLATE = "{station_id}  {sender}  {date} {time}  Page {page}/{pages}"
+_FIELDS = ("station_id", "sender", "date", "time", "page", "pages")
+#: Header font em in pixels at 204 dpi (about 8.5 pt) and the left margin.
+_EM = 24
+_LEFT = 40
+
+
+@dataclass(frozen=True)
+class HeaderInfo:
+    """What the header says; ``page``/``pages`` are filled in per page."""
+
+    station_id: str = ""
+    sender: str = ""
+    when: datetime = field(default_factory=lambda: datetime.now().astimezone())
+    template: str = DEFAULT_TEMPLATE
+
+    def text(self, page: int, pages: int) -> str:
+        values = {
+            "station_id": self.station_id,
+            "sender": self.sender,
+            "date": self.when.strftime("%Y-%m-%d"),
+            "time": self.when.strftime("%H:%M"),
+            "page": page,
+            "pages": pages,
+        }
+        try:
+            return self.template.format_map(values)
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
+            raise ConfigError(
+                f"render.header_template {self.template!r} is invalid ({exc!r}); "
+                f"fields: {', '.join(_FIELDS)}"
+            ) from None
+
+
+def stamp(page: FaxPage, text: str) -> None:
+    """Draw ``text`` into the header band of ``page`` (in place), clearing the band first."""
+    band_lines = max(1, round(HEADER_BAND_INCHES * page.lines_per_inch))
+    square = round(HEADER_BAND_INCHES * DOTS_PER_INCH_ACROSS)
+    font = fonts.sans(_EM)
+    strip = Image.new("L", (page.image.width, square), 255)
+    draw = ImageDraw.Draw(strip)
+    text = _fit(text, font, page.image.width - 2 * _LEFT)
+    ascent, descent = font.getmetrics()
+    draw.text((_LEFT, (square - ascent - descent) // 2 + 2), text, font=font, fill=0)
+    squeezed = strip.resize((page.image.width, band_lines), Image.Resampling.BOX)
+    page.image.paste(squeezed.point([0] * 170 + [255] * 86, "1"), (0, 0))
+
+
+def _fit(text: str, font: ImageFont.FreeTypeFont, width: int) -> str:
+    """Shorten ``text`` with an ellipsis until it fits ``width`` pixels."""
+    if font.getlength(text) <= width:
+        return text
+    while text and font.getlength(text + "…") > width:
+        text = text[:-1]
+    return text + "…"
