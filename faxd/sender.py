@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,11 +184,15 @@ def run_call(
     modem: Class1Modem,
     machine: T30Sender,
     record: list[dict[str, Any]] | None = None,
+    on_page_confirmed: Callable[[int], None] | None = None,
 ) -> CallResult:
     """Drive ``machine`` over ``modem`` until it finishes; transport failures end the
-    call with reason ``modem_error``."""
+    call with reason ``modem_error``. ``on_page_confirmed(next_page)`` is called as
+    soon as the far end confirms a page (``next_page`` counts from page 0), so a
+    queue can persist progress before the call goes on."""
     clock = time.monotonic
     action = machine.start(clock())
+    confirmed = machine.result.pages_confirmed
     try:
         while not isinstance(action, Finished):
             if record is not None:
@@ -198,6 +202,9 @@ def run_call(
             if record is not None:
                 record.append({"t": round(now - machine.started_at, 3), **event_to_dict(event)})
             action = machine.handle(event, now)
+            if on_page_confirmed is not None and machine.result.pages_confirmed > confirmed:
+                confirmed = machine.result.pages_confirmed
+                on_page_confirmed(machine.result.next_page)
     except ModemGone as exc:
         return machine.abort("modem_error", str(exc), clock())
     except ModemError as exc:
@@ -225,6 +232,7 @@ def send_fax(
     *,
     first_page: int = 0,
     record: list[dict[str, Any]] | None = None,
+    on_page_confirmed: Callable[[int], None] | None = None,
 ) -> CallResult:
     """Dial ``dial`` (digits as the dial plan produced them) on ``device`` and send
     ``pages`` from ``first_page`` on. Never raises for call or modem trouble."""
@@ -249,6 +257,6 @@ def send_fax(
             reset_and_probe(modem)
         except (ModemGone, ModemError) as exc:
             return machine.abort("modem_error", f"modem not ready: {exc}", time.monotonic())
-        return run_call(modem, machine, record)
+        return run_call(modem, machine, record, on_page_confirmed)
     finally:
         port.close()
