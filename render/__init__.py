@@ -53,6 +53,7 @@ __all__ = [
     "UnsupportedDocument",
     "render_cover_page",
     "render_documents",
+    "render_with_sources",
     "sniff",
 ]
 
@@ -124,15 +125,27 @@ class RenderOptions:
         return PageGeometry(self.resolution, self.paper, header=self.header is not None)
 
 
+#: Source name reported for the cover page by :func:`render_with_sources`.
+COVER_SOURCE = "(cover page)"
+
+
 def render_documents(inputs: Sequence[Document], options: RenderOptions) -> list[FaxPage]:
     """All pages of all documents in order, with the cover first and headers stamped.
 
     Raises the first document's error: one attachment that cannot be faxed
     fails the job, since a fax with a silently missing document misleads.
     """
+    return [page for _, page in render_with_sources(inputs, options)]
+
+
+def render_with_sources(
+    inputs: Sequence[Document], options: RenderOptions
+) -> list[tuple[str, FaxPage]]:
+    """Like :func:`render_documents`, each page paired with the filename it came from."""
     geometry = options.geometry
     budget = options.max_pages - (1 if options.cover else 0)
     pages: list[FaxPage] = []
+    sources: list[str] = []
     for document in inputs:
         remaining = budget - len(pages)
         if remaining <= 0:
@@ -143,12 +156,14 @@ def render_documents(inputs: Sequence[Document], options: RenderOptions) -> list
         if options.drop_blank_pages:
             rendered = _drop_trailing_blank(rendered)
         pages.extend(rendered)
+        sources.extend([document.filename] * len(rendered))
     if options.cover is not None:
         pages.insert(0, _render_cover(options.cover, geometry, len(pages) + 1))
+        sources.insert(0, COVER_SOURCE)
     if options.header is not None:
         for number, page in enumerate(pages, start=1):
             _header.stamp(page, options.header.text(number, len(pages)))
-    return pages
+    return list(zip(sources, pages, strict=True))
 
 
 def render_cover_page(cover: CoverInfo, options: RenderOptions, pages: int) -> FaxPage:
