@@ -68,7 +68,8 @@ LOCK_FILE = "faxd.lock"
 ACTIONS = ("cancel", "retry", "hold", "release")
 PRIORITY_OFFSETS = {"high": -64, "normal": 0, "low": 64}
 
-#: Places a call: ``(device, dial, pages, first_page, on_page_confirmed) -> CallResult``.
+#: Places a call: ``(device, dial, pages, first_page, on_page_confirmed) -> CallResult``;
+#: ``on_page_confirmed(next_page)`` gets the absolute count of pages confirmed.
 Dialer = Callable[[str, str, list[FaxPage], int, Callable[[int], None]], Any]
 
 
@@ -539,7 +540,33 @@ class FaxDaemon:
                     charset=part.get_content_charset(),
                 )
             )
-        return render_documents(documents, RenderOptions.from_config(self.cfg))
+        created = datetime.fromtimestamp(_timestamp(job.get("created"), time.time())).astimezone()
+        sender = str(job.get("from_header") or job.get("sender") or "")
+        options = RenderOptions.from_config(
+            self.cfg, sender=sender, when=created, cover=self._cover(job, sender, created)
+        )
+        return render_documents(documents, options)
+
+    def _cover(self, job: dict[str, Any], sender: str, created: datetime) -> Any:
+        """Pages are rendered once per job, so with several recipients the cover
+        names them all, like a distribution list."""
+        from faxgate.render import CoverInfo
+
+        recipients = job.get("recipients", [])
+        if len(recipients) == 1:
+            name1 = str(recipients[0].get("name1") or "")
+            name2 = str(recipients[0].get("name2") or "")
+        else:
+            names = (" ".join(filter(None, (r.get("name1"), r.get("name2")))) for r in recipients)
+            name1, name2 = "; ".join(n for n in names if n), ""
+        return CoverInfo(
+            name1=name1,
+            name2=name2,
+            sender=sender,
+            station_id=self.cfg.fax.station_id,
+            when=created,
+            comment=str(job.get("body_text") or ""),
+        )
 
     def _load_pages(self, aj: ActiveJob) -> list[FaxPage]:
         if aj.pages is None:
@@ -698,10 +725,10 @@ class FaxDaemon:
         pages: list[FaxPage],
         first_page: int,
     ) -> q.CallOutcome:
-        def confirmed(count: int) -> None:
+        def confirmed(next_page: int) -> None:
             """Persist after every MCF: a cut call resumes after this page."""
             with self.cond:
-                q.page_confirmed(rec, first_page + count)
+                q.page_confirmed(rec, next_page)
                 self._save(aj, rec)
             log.info(
                 "job %s rcpt %d queue-id %s: page %d confirmed",

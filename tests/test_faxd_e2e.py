@@ -1,0 +1,348 @@
+"""faxd end to end: real spool, real renderer, real Class 1 sender over simulated
+lines (spandsp, in a separate ``faxgate line`` process), real SMTP (aiosmtpd).
+
+Retry delays are configured short and the lines run fast, so each scenario
+takes seconds of wall time.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import io
+import socket
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from faxgate.faxd import daemon as faxd
+from faxgate.faxd import spool
+from faxgate.grammar.subject import parse_subject
+from faxgate.simline import LineOptions, read_sidecars
+from faxgate.simline.process import LineProcess
+from PIL import Image
+
+from faxgate import config
+from faxgate.store import Store
+
+PACING = 25.0
+TEXT = "Quarterly figures\nline two\n\fPage two of the fax\n\fPage three, the last one\n"
+
+
+class Capture:
+    """aiosmtpd handler keeping every message."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, list[str], bytes]] = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd API)
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        return "250 OK"
+
+    def parsed(self, to: str | None = None) -> list[email.message.EmailMessage]:
+        return [
+            email.message_from_bytes(content, policy=email.policy.default)
+            for _, rcpts, content in self.messages
+            if to is None or to in rcpts
+        ]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_smtp(port: int) -> tuple[Controller, Capture]:
+    capture = Capture()
+    controller = Controller(capture, hostname="127.0.0.1", port=port)
+    controller.start()
+    return controller, capture
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def write_config(tmp: Path, modems: list[Path], smtp_port: int, **faxd_keys: Any) -> Path:
+    faxd_section = {
+        "rescan_seconds": 5,
+        "busy_retry_seconds": 1.0,
+        "no_answer_retry_seconds": 1.0,
+        "no_carrier_retry_seconds": 1.0,
+        "protocol_error_retry_seconds": 0.5,
+        **faxd_keys,
+    }
+
+    def value(v: Any) -> str:
+        if isinstance(v, str):
+            return f'"{v}"'
+        return str(v).lower() if isinstance(v, bool) else repr(v)
+
+    lines = [
+        "[store]",
+        f'path = "{tmp}/faxgate.db"',
+        "[spool]",
+        f'directory = "{tmp}/spool"',
+        "[fax]",
+        "modems = [" + ", ".join(f'"{m}"' for m in modems) + "]",
+        'lock_dir = ""',
+        "[smtp]",
+        'host = "127.0.0.1"',
+        f"port = {smtp_port}",
+        'starttls = "off"',
+        "timeout_seconds = 5.0",
+        "[receipts]",
+        'from_address = "faxgate@gw.example"',
+        "retry_seconds = 0.5",
+        "[faxd]",
+        *(f"{k} = {value(v)}" for k, v in faxd_section.items()),
+    ]
+    path = tmp / "faxgate.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def submit(
+    cfg: config.Config, subject: str, text: str = TEXT, sender: str = "alice@example.com"
+) -> str:
+    """Spool a job the way the milter does: a real MIME mail with a text attachment."""
+    msg = email.message.EmailMessage()
+    msg["From"] = sender
+    msg["To"] = "fax@gw.example"
+    msg["Subject"] = subject
+    message_id = f"<{time.time_ns()}@example.com>"
+    msg["Message-ID"] = message_id
+    msg.set_content("please fax")
+    msg.add_attachment(text.encode("utf-8"), maintype="text", subtype="plain", filename="doc.txt")
+    parts = list(msg.walk())
+    part = next(i for i, p in enumerate(parts) if p.get_filename() == "doc.txt")
+    recipients = [r.to_dict() for r in parse_subject(subject, cfg.dialplan)]
+    job = {
+        "sender": sender,
+        "from_header": sender,
+        "auth": {"login": None, "client_addr": "127.0.0.1", "authentication_results": []},
+        "recipients": recipients,
+        "subject": subject,
+        "message_id": message_id,
+        "queue_id": "4ABCDEF",
+        "created": datetime.now(UTC).isoformat(),
+        "priority": "normal",
+        "documents": [
+            {
+                "filename": "doc.txt",
+                "kind": "text",
+                "format": "text",
+                "part": part,
+                "size": len(text),
+            }
+        ],
+        "body_text": "please fax",
+    }
+    return spool.submit(cfg.spool.directory, job, msg.as_bytes(policy=email.policy.SMTP))
+
+
+class Running:
+    """An in-process faxd on its own thread."""
+
+    def __init__(self, cfg: config.Config) -> None:
+        self.daemon = faxd.FaxDaemon(cfg)
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self.daemon.run, args=(ready.set,), daemon=True)
+        self.thread.start()
+        assert ready.wait(10), "faxd did not start"
+
+    def stop(self) -> None:
+        self.daemon.stop()
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def env(tmp_path: Path):
+    """Config factory plus clean-up of everything started."""
+    started: list[Any] = []
+
+    class Env:
+        tmp = tmp_path
+        smtp_port = free_port()
+
+        def line(self, names: list[str], options: LineOptions) -> tuple[list[Path], LineProcess]:
+            devices = [tmp_path / name for name in names]
+            proc = LineProcess(devices, tmp_path / "far", options)
+            proc.start()
+            started.append(proc)
+            return devices, proc
+
+        def smtp(self) -> Capture:
+            controller, capture = start_smtp(self.smtp_port)
+            started.append(controller)
+            return capture
+
+        def config(self, modems: list[Path], **faxd_keys: Any) -> config.Config:
+            return config.load(write_config(tmp_path, modems, self.smtp_port, **faxd_keys))
+
+        def faxd(self, cfg: config.Config) -> Running:
+            running = Running(cfg)
+            started.append(running)
+            return running
+
+    yield Env()
+    for thing in reversed(started):
+        thing.stop()
+
+
+def receipt_for(capture: Capture, job_id: str) -> email.message.EmailMessage:
+    found = [m for m in capture.parsed("alice@example.com") if m["X-Faxgate-Job"] == job_id]
+    assert len(found) == 1, f"{len(found)} receipts for {job_id}"
+    return found[0]
+
+
+def check_receipt_basics(receipt: email.message.EmailMessage, job_id: str) -> str:
+    assert receipt["Auto-Submitted"] == "auto-replied"
+    assert receipt["In-Reply-To"] and receipt["References"] == receipt["In-Reply-To"]
+    assert receipt["Message-ID"].startswith(f"<receipt.{job_id}@")
+    body = receipt.get_body(("plain",)).get_content()
+    assert job_id in body
+    pngs = [p for p in receipt.iter_attachments() if p.get_content_type() == "image/png"]
+    assert len(pngs) == 1
+    Image.open(io.BytesIO(pngs[0].get_content())).verify()
+    return body
+
+
+def job_state(cfg: config.Config, job_id: str) -> str | None:
+    job = Store.open(cfg).get_job(job_id)
+    return job.state if job else None
+
+
+def test_three_recipients_over_two_lines_at_once(env) -> None:
+    devices, _ = env.line(["modemA", "modemB"], LineOptions(pacing=PACING))
+    capture = env.smtp()
+    cfg = env.config(devices)
+    env.faxd(cfg)
+    job_id = submit(cfg, "12345678/One;87654321/Two;55555555/Three")
+    wait_until(lambda: capture.parsed("alice@example.com"), 90, "the receipt")
+    calls = read_sidecars(env.tmp / "far")
+    assert sorted(c.json["dialled"][-8:] for c in calls) == ["12345678", "55555555", "87654321"]
+    assert all(c.ok and c.pages == 3 for c in calls)
+    assert {c.device for c in calls} == {"modemA", "modemB"}
+    first, second = sorted(calls, key=lambda c: c.json["started_at"])[:2]
+    assert first.device != second.device
+    assert second.json["started_at"] < first.json["ended_at"], "the two lines never overlapped"
+    body = check_receipt_basics(receipt_for(capture, job_id), job_id)
+    assert body.count("3 of 3") == 3 and body.count("(ok)") == 3
+    for name in ("One", "Two", "Three"):
+        assert f": {name}" in body
+    assert receipt_for(capture, job_id)["Subject"].startswith("Fax sent")
+    wait_until(lambda: job_state(cfg, job_id) == "done", 10, "job done in store")
+    assert (Path(cfg.spool.directory) / "done" / job_id / "state.json").exists()
+
+
+def test_busy_then_success(env) -> None:
+    devices, busy_line = env.line(["modem0"], LineOptions(pacing=PACING, behaviour="busy"))
+    capture = env.smtp()
+    cfg = env.config(devices, busy_retry_seconds=2.0)
+    env.faxd(cfg)
+    job_id = submit(cfg, "12345678/Busy Bee")
+    wait_until(lambda: read_sidecars(env.tmp / "far"), 30, "the busy call")
+    busy_line.stop()
+    env.line(["modem0"], LineOptions(pacing=PACING))
+    wait_until(lambda: capture.parsed("alice@example.com"), 60, "the receipt")
+    results = [c.result for c in read_sidecars(env.tmp / "far")]
+    assert results[0] == "busy" and results[-1] == "ok"
+    body = check_receipt_basics(receipt_for(capture, job_id), job_id)
+    assert "3 of 3" in body and f"Attempts:      {len(results)}" in body
+    events = [e.kind for e in Store.open(cfg).events(job_id)]
+    assert "dialing" in events and "pending" in events and "sent" in events
+
+
+def test_no_answer_until_expiry_gives_failure_receipt(env) -> None:
+    devices, _ = env.line(
+        ["modem0"], LineOptions(pacing=PACING, behaviour="no-answer", ring_seconds=10)
+    )
+    capture = env.smtp()
+    cfg = env.config(devices, kill_time_seconds=4.0)
+    env.faxd(cfg)
+    job_id = submit(cfg, "12345678/Nobody Home", sender="alice@example.com")
+    receipt = wait_until(lambda: capture.parsed("alice@example.com"), 60, "the receipt")[0]
+    assert receipt["Subject"].startswith("Fax NOT sent")
+    body = check_receipt_basics(receipt, job_id)
+    assert "(expired)" in body and "(no_answer)" in body and "0 of 3" in body
+    assert all(c.result == "no_answer" for c in read_sidecars(env.tmp / "far"))
+    wait_until(lambda: job_state(cfg, job_id) == "failed", 10, "job failed in store")
+    assert (Path(cfg.spool.directory) / "failed" / job_id).is_dir()
+
+
+def test_network_number_by_mail_and_phone_fallback(env) -> None:
+    devices, _ = env.line(["modem0"], LineOptions(pacing=PACING))
+    capture = env.smtp()
+    cfg = env.config(devices)
+    Store.open(cfg).directory_add("AF90000098", "Bob", "bob@branch.example")
+    env.faxd(cfg)
+    job_id = submit(cfg, "AF90000098/Bob;12345678|AF12345/Carol")
+    wait_until(lambda: capture.parsed("alice@example.com"), 60, "the receipt")
+    (fax_mail,) = capture.parsed("bob@branch.example")
+    assert fax_mail["Auto-Submitted"] == "auto-generated"
+    attachments = {p.get_content_type(): p for p in fax_mail.iter_attachments()}
+    assert attachments["image/tiff"].get_param("application") == "faxbw"
+    tiff = Image.open(io.BytesIO(attachments["image/tiff"].get_content()))
+    assert tiff.n_frames == 3
+    assert attachments["application/pdf"].get_content().startswith(b"%PDF")
+    (call,) = read_sidecars(env.tmp / "far")
+    assert call.ok and call.json["dialled"].endswith("12345678")
+    body = check_receipt_basics(receipt_for(capture, job_id), job_id)
+    assert body.count("(ok)") == 2 and "AF90000098" in body
+
+
+def test_smtp_down_then_up_sends_exactly_one_receipt(env) -> None:
+    devices, _ = env.line(["modem0"], LineOptions(pacing=PACING))
+    cfg = env.config(devices)
+    env.faxd(cfg)
+    job_id = submit(cfg, "12345678/Later")
+    store = Store.open(cfg)
+    wait_until(
+        lambda: any(e.kind == "receipt_deferred" for e in store.events(job_id)), 60, "a deferral"
+    )
+    capture = env.smtp()
+    wait_until(lambda: capture.parsed("alice@example.com"), 20, "the receipt")
+    wait_until(lambda: job_state(cfg, job_id) == "done", 10, "job done")
+    time.sleep(0)  # the job left active/: nothing can send another receipt
+    assert not (Path(cfg.spool.directory) / "active" / job_id).exists()
+    receipt_for(capture, job_id)
+    assert store.get_job(job_id).receipt_state == "sent"
+
+
+def test_admin_hold_release_cancel_without_modems(env) -> None:
+    capture = env.smtp()
+    cfg = env.config([])
+    env.faxd(cfg)
+    job_id = submit(cfg, "12345678/Waiting")
+    state_file = Path(cfg.spool.directory) / "active" / job_id / "state.json"
+    wait_until(
+        lambda: (
+            (faxd.read_state(state_file.parent) or None)
+            and faxd.read_state(state_file.parent).rendered
+        ),
+        30,
+        "the job rendered",
+    )
+    assert "job held" in faxd.control_job(cfg, job_id, "hold")
+    assert faxd.read_state(state_file.parent).recipients[0].state == "held"
+    assert "job queued" in faxd.control_job(cfg, job_id, "release")
+    faxd.control_job(cfg, job_id, "cancel")
+    receipt = wait_until(lambda: capture.parsed("alice@example.com"), 20, "the receipt")[0]
+    assert receipt["Subject"].startswith("Fax cancelled")
+    assert "(cancelled)" in receipt.get_body(("plain",)).get_content()
+    wait_until(lambda: job_state(cfg, job_id) == "cancelled", 10, "cancelled in store")
