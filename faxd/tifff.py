@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from faxgate.faxd.page import LINES_PER_INCH, FaxPage
 from faxgate.faxd.t4 import (
+    DEFAULT_MAX_HEIGHT,
+    MAX_WIDTH,
     Coding,
     black_to_image,
     decode_black,
@@ -215,11 +217,16 @@ class _Tiff:
         return tags, next_offset
 
 
+def _first(tags: dict[int, tuple], tag: int, default: float) -> float:
+    values = tags.get(tag)
+    return values[0] if values else default
+
+
 def _resolution_name(tags: dict[int, tuple]) -> str:
     """Nearest fax resolution to the file's vertical resolution (98/196/391 lpi;
     files also say 100/200/400 dpi or 3.85/7.7/15.4 lines per mm)."""
-    y = tags.get(Y_RESOLUTION, (0.0,))[0]
-    unit = tags.get(RESOLUTION_UNIT, (2,))[0]
+    y = _first(tags, Y_RESOLUTION, 0.0)
+    unit = _first(tags, RESOLUTION_UNIT, 2)
     if unit == 3:
         y *= 2.54
     if y <= 0:
@@ -231,13 +238,15 @@ def _page(tiff: _Tiff, tags: dict[int, tuple], number: int) -> FaxPage:
     where = f"{tiff.name} page {number}"
 
     def one(tag: int, default: int | None = None) -> int:
-        if tag in tags:
+        if tags.get(tag):
             return int(tags[tag][0])
         if default is None:
             raise TiffFormatError(f"{where}: required tag {tag} missing")
         return default
 
     width, height = one(IMAGE_WIDTH), one(IMAGE_LENGTH)
+    if not (1 <= width <= MAX_WIDTH and 1 <= height <= DEFAULT_MAX_HEIGHT):
+        raise TiffFormatError(f"{where}: unsupported size {width}x{height}")
     if one(BITS_PER_SAMPLE, 1) != 1 or one(SAMPLES_PER_PIXEL, 1) != 1:
         raise TiffFormatError(f"{where}: not a bilevel image")
     compression = one(COMPRESSION, 1)
@@ -260,13 +269,14 @@ def _page(tiff: _Tiff, tags: dict[int, tuple], number: int) -> FaxPage:
     counts = tags.get(STRIP_BYTE_COUNTS)
     if not offsets or not counts or len(offsets) != len(counts):
         raise TiffFormatError(f"{where}: missing or inconsistent strip tags")
-    rows_per_strip = min(one(ROWS_PER_STRIP, height) or height, height)
+    rows_per_strip = one(ROWS_PER_STRIP, height)
+    rows_per_strip = height if rows_per_strip <= 0 else min(rows_per_strip, height)
     strips = []
     remaining = height
-    for offset, count in zip(offsets, counts, strict=True):
+    for offset, count in zip(map(int, offsets), map(int, counts), strict=True):
         if remaining <= 0:
             break
-        if offset + count > len(tiff.data):
+        if offset < 0 or count < 0 or offset + count > len(tiff.data):
             raise TiffFormatError(f"{where}: strip data outside the file")
         rows = min(rows_per_strip, remaining)
         strips.append(
@@ -302,7 +312,7 @@ def read_tiff_f(path: str | Path) -> list[FaxPage]:
             raise TiffFormatError(f"{path}: IFD chain loops or has more than {MAX_PAGES} pages")
         seen.add(offset)
         tags, offset = tiff.ifd(offset)
-        if tags.get(NEW_SUBFILE_TYPE, (0,))[0] & 1:
+        if int(_first(tags, NEW_SUBFILE_TYPE, 0)) & 1:
             continue  # a reduced-resolution thumbnail, not a page
         pages.append(_page(tiff, tags, len(pages) + 1))
     if not pages:
