@@ -32,11 +32,10 @@ import sqlite3
 import threading
 import time
 import unicodedata
-import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from faxgate.errors import InputError, NotFoundError, PermanentError, TemporaryError
 
@@ -57,6 +56,8 @@ DESTINATION_SCOPES = ("internal", "local", "domestic", "international")
 DEFAULT_DESTINATIONS = "domestic"
 
 DEFAULT_TIMEOUT = 10.0
+_MAX_IDLE_CONNECTIONS = 8
+_MAX_DETAIL = 4000
 QUOTA_WINDOW_SECONDS = 24 * 3600
 
 _SQLITE_BUSY = 5
@@ -139,6 +140,11 @@ class Sender:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _clip(text: str, limit: int) -> str:
+    """Bound text from hostile mail before it lands in the log."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _first_set(value: int | None, default: int) -> int:
@@ -603,8 +609,21 @@ def _translate(exc: sqlite3.Error, path: Path) -> Exception:
     return exc
 
 
+def _raise_translated(exc: sqlite3.Error, path: Path) -> NoReturn:
+    translated = _translate(exc, path)
+    if translated is exc:
+        raise exc
+    raise translated from exc
+
+
 class Store:
-    """The faxgate database; share one instance between threads freely."""
+    """The faxgate database; share one instance between threads freely.
+
+    Connections live in a small pool: an operation (or a whole ``transaction()``)
+    checks one out for the calling thread and returns it afterwards, so the
+    milter's thread-per-SMTP-connection churn reuses a few connections and no
+    connection is ever used by two threads at once.
+    """
 
     def __init__(self, path: str | Path, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.path = Path(path)
@@ -613,7 +632,7 @@ class Store:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._generation = 0
-        self._open: weakref.WeakSet[Database] = weakref.WeakSet()
+        self._idle: list[Database] = []
         # Connections inherited through fork(): a child must neither use nor close
         # them (closing could checkpoint or unlock on the parent's behalf).
         self._inherited: list[Database] = []
@@ -640,12 +659,15 @@ class Store:
         self.close()
 
     def close(self) -> None:
-        """Close every connection this process opened; the store reconnects if used again."""
+        """Close idle connections; ones in use close when their operation ends.
+
+        The store stays usable: it reconnects when used again.
+        """
         with self._lock:
             self._generation += 1
-            for db in list(self._open):
-                db.close()
-            self._open = weakref.WeakSet()
+            idle, self._idle = self._idle, []
+        for db in idle:
+            db.close()
 
     # ---- connections and transactions ------------------------------------
 
@@ -661,25 +683,45 @@ class Store:
             # store, is what must survive a power cut.
             conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from exc
+            _raise_translated(exc, self.path)
         return Database(conn, recursive_triggers=False, execute_plugins=False)
 
-    def _db(self) -> Database:
-        """This thread's connection, opened on first use (and again after fork or close)."""
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[Database]:
+        """This thread's connection for the duration of one operation (nested: the same one)."""
         if self._pid != os.getpid():
             # A forked child is single-threaded here; the parent's lock may be stuck held.
-            self._inherited.extend(self._open)
-            self._open = weakref.WeakSet()
+            self._inherited.extend(self._idle)
+            self._idle = []
             self._lock = threading.Lock()
             self._pid = os.getpid()
             self._generation += 1
+            self._local = threading.local()
         local = self._local
-        if getattr(local, "generation", None) != self._generation:
-            local.db = self._connect()
-            local.generation = self._generation
+        current = getattr(local, "db", None)
+        if current is not None:
+            yield current
+            return
+        with self._lock:
+            db = self._idle.pop() if self._idle else None
+            generation = self._generation
+        if db is None:
+            db = self._connect()
+        local.db = db
+        try:
+            yield db
+        finally:
+            local.db = None
             with self._lock:
-                self._open.add(local.db)
-        return local.db
+                reusable = (
+                    generation == self._generation
+                    and not db.conn.in_transaction
+                    and len(self._idle) < _MAX_IDLE_CONNECTIONS
+                )
+                if reusable:
+                    self._idle.append(db)
+            if not reusable:
+                db.close()
 
     def _begin_immediate(self, db: Database) -> None:
         deadline = time.monotonic() + self.timeout
@@ -691,7 +733,7 @@ class Store:
             except sqlite3.OperationalError as exc:
                 remaining = deadline - time.monotonic()
                 if not _is_busy(exc) or remaining <= 0:
-                    raise _translate(exc, self.path) from exc
+                    _raise_translated(exc, self.path)
                 time.sleep(min(remaining, delay * random.uniform(0.5, 1.5)))
                 delay = min(delay * 2, 0.1)
 
@@ -702,47 +744,47 @@ class Store:
         Use it to make several store calls atomic, e.g. record a job and its
         "accepted" event together.
         """
-        db = self._db()
-        if db.conn.in_transaction:
-            yield db
-            return
-        self._begin_immediate(db)
-        try:
-            yield db
-            db.conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            db.rollback()
-            raise _translate(exc, self.path) from exc
-        except BaseException:
-            db.rollback()
-            raise
+        with self._connection() as db:
+            if db.conn.in_transaction:
+                yield db
+                return
+            self._begin_immediate(db)
+            try:
+                yield db
+                db.conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                db.rollback()
+                _raise_translated(exc, self.path)
+            except BaseException:
+                db.rollback()
+                raise
 
     @contextlib.contextmanager
     def _snapshot(self) -> Iterator[Database]:
         """A read transaction, so multi-query reads see one consistent state."""
-        db = self._db()
-        if db.conn.in_transaction:
-            yield db
-            return
-        try:
-            db.conn.execute("BEGIN")
-            try:
+        with self._connection() as db:
+            if db.conn.in_transaction:
                 yield db
-            finally:
-                db.rollback()
-        except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from exc
+                return
+            try:
+                db.conn.execute("BEGIN")
+                try:
+                    yield db
+                finally:
+                    db.rollback()
+            except sqlite3.Error as exc:
+                _raise_translated(exc, self.path)
 
     def _migrate(self) -> None:
-        db = self._db()
         deadline = time.monotonic() + self.timeout
         while True:
             try:
-                mode = db.execute("PRAGMA journal_mode = wal").fetchone()[0]
+                with self._connection() as db:
+                    mode = db.execute("PRAGMA journal_mode = wal").fetchone()[0]
                 break
             except sqlite3.Error as exc:
                 if not _is_busy(exc) or time.monotonic() > deadline:
-                    raise _translate(exc, self.path) from exc
+                    _raise_translated(exc, self.path)
                 time.sleep(0.01)
         if mode.lower() != "wal":
             raise SchemaError(
@@ -1047,12 +1089,12 @@ class Store:
         row = {
             "time": time.time(),
             "kind": kind,
-            "detail": str(detail),
+            "detail": _clip(str(detail), _MAX_DETAIL),
             "job_id": job_id,
             "recipient_idx": recipient_idx,
             "queue_id": queue_id,
             # Rejected mail may carry any envelope sender: keep it as given, lower-cased.
-            "sender": sender.strip().lower() if sender else None,
+            "sender": _clip(sender.strip().lower(), 320) if sender else None,
         }
         with self.transaction() as db:
             db["events"].insert(row)

@@ -429,6 +429,10 @@ def test_events_log(st: Store) -> None:
     assert [e.kind for e in st.events(sender="EVE@x.org")] == ["rejected"]
     with pytest.raises(InputError):
         st.add_event("Bad Kind")
+    st.add_event("rejected", "x" * 100_000, sender="y" * 100_000 + "@example.com")
+    flood = st.events(kind="rejected")[-1]
+    assert len(flood.detail) == 4000 and flood.detail.endswith("…")
+    assert len(flood.sender) == 320
 
 
 def test_transaction_groups_calls(st: Store) -> None:
@@ -505,17 +509,24 @@ def test_many_processes_write_at_once(db_path: Path) -> None:
     shared.close()
 
 
-def test_threads_share_one_store(st: Store) -> None:
-    errors: list[BaseException] = []
-    seen_connections: set[int] = set()
+def test_threads_share_one_store_never_one_connection(st: Store) -> None:
+    errors: list[str] = []
+    in_use: set[int] = set()
+    guard = threading.Lock()
 
     def work(n: int) -> None:
         try:
             for i in range(50):
-                st.add_event("dialing", f"{n}-{i}", job_id=f"t{n}")
-            seen_connections.add(id(st._db().conn))
+                with st.transaction() as db:
+                    with guard:
+                        if id(db.conn) in in_use:
+                            errors.append(f"connection shared by two threads ({n}, {i})")
+                        in_use.add(id(db.conn))
+                    st.add_event("dialing", f"{n}-{i}", job_id=f"t{n}")  # joins the transaction
+                    with guard:
+                        in_use.discard(id(db.conn))
         except BaseException as exc:
-            errors.append(exc)
+            errors.append(repr(exc))
 
     threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
     for thread in threads:
@@ -523,8 +534,24 @@ def test_threads_share_one_store(st: Store) -> None:
     for thread in threads:
         thread.join()
     assert errors == []
-    assert len(seen_connections) == 8
     assert len(st.events(limit=1000)) == 400
+    assert all(len(st.events(f"t{n}", limit=100)) == 50 for n in range(8))
+
+
+def test_thread_churn_reuses_connections(st: Store) -> None:
+    """One milter thread per SMTP connection must not leak a connection each."""
+
+    def open_fds() -> int:
+        return len(list(Path("/proc/self/fd").iterdir()))
+
+    st.add_event("warm_up")
+    before = open_fds()
+    for n in range(300):
+        thread = threading.Thread(target=st.add_event, args=("accepted", str(n)))
+        thread.start()
+        thread.join()
+    assert open_fds() - before < 6
+    assert len(st.events(kind="accepted", limit=1000)) == 300
 
 
 def test_lock_held_too_long_is_a_temporary_error(db_path: Path) -> None:
