@@ -175,6 +175,9 @@ class SenderOptions:
     coding: str = "mr"  # preferred; MH if the far end has no 2D coding
     dial_timeout: float = 90.0  # dialling until a fax answer (the modem's own S7 is shorter)
     t1: float = 35.0  # from the first fax carrier until a valid DIS
+    #: NO CARRIER sooner than this after dialling: the call never connected
+    #: (no_carrier); later: something answered that is not a fax (not_a_fax).
+    answer_grace: float = 10.0
     t4: float = 3.0  # for a response to a command
     command_tries: int = 3  # sends of one command without a valid response
     train_tries: int = 3  # TCF attempts at the lowest rate before giving up
@@ -337,6 +340,12 @@ class T30Sender:
         opts = self.options
         self.result.dials = 1
         event = yield Dial(opts.dial_prefix + self.number, opts.dial_timeout)
+        if (
+            isinstance(event, ModemResult)
+            and event.code == "NO CARRIER"
+            and self.now - self._start_time >= opts.answer_grace
+        ):
+            raise CallFailed("not_a_fax", "the call was answered, but not by a fax (NO CARRIER)")
         if isinstance(event, ModemResult):
             reason, message = _DIAL_RESULTS.get(
                 event.code, ("modem_error", f"unexpected answer to dialling: {event.code}")

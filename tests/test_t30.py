@@ -347,6 +347,12 @@ def test_dial_results(code, reason):
     assert result.reason == reason and not result.reached_fax_carrier and result.dials == 1
 
 
+def test_late_no_carrier_after_dialling_is_not_a_fax():
+    machine = T30Sender("1", CodedPages(1), OPTS)
+    actions, result = drive(machine, [ModemResult("NO CARRIER")], step=OPTS.answer_grace + 1)
+    assert result.reason == "not_a_fax"
+
+
 def test_answer_without_fax_is_not_a_fax():
     actions, result = drive(T30Sender("1", CodedPages(1), OPTS), [TimerExpired()])
     assert result.reason == "not_a_fax"

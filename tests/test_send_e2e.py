@@ -1,0 +1,163 @@
+"""End to end: faxgate's Class 1 sender against the simulated line (spandsp far end).
+
+The far end is an independent T.30 implementation; what it writes to its TIFF
+must decode pixel-identical to the pages we sent (after the resolution change
+the negotiation asked for).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from faxgate.faxd.page import FaxPage
+from faxgate.faxd.sender import ImagePages, SendOptions, send_fax
+from faxgate.simline import LineOptions, SimulatedLine
+from PIL import Image, ImageDraw
+
+PACING = 40.0
+# Timers are line time; give the host 4x slack on a shared 2-core machine.
+TIME_SCALE = PACING / 4
+
+
+def make_page(resolution: str, seed: int, rows: int | None = None) -> FaxPage:
+    """A deterministic page with text, rules, a checkerboard and a diagonal."""
+    height = rows or {"standard": 560, "fine": 1120, "superfine": 2240}[resolution]
+    image = Image.new("1", (1728, height), 1)
+    draw = ImageDraw.Draw(image)
+    step = height // 12
+    for i, y in enumerate(range(20, height - 40, step)):
+        draw.text((80 + 13 * seed, y), f"page {seed} line {i}: the quick brown fox 0123", fill=0)
+        draw.line((60, y + 30, 1660, y + 30), fill=0, width=1 + (i + seed) % 3)
+    draw.line((0, 0, 1727, height - 1), fill=0, width=2)
+    for x in range(1200, 1600, 16):
+        for y in range(height // 2, height // 2 + 160, 16):
+            if (x + y) // 16 % 2 == seed % 2:
+                draw.rectangle((x, y, x + 7, y + 7), fill=0)
+    return FaxPage(image, resolution)
+
+
+@pytest.fixture
+def line(tmp_path):
+    lines: list[SimulatedLine] = []
+
+    def start(**options) -> SimulatedLine:
+        sim = SimulatedLine(
+            tmp_path / f"ttyFAX{len(lines)}",
+            tmp_path / "out",
+            LineOptions(pacing=PACING, **options),
+        )
+        sim.start()
+        lines.append(sim)
+        return sim
+
+    yield start
+    for sim in lines:
+        sim.stop()
+
+
+def options(tmp_path, **overrides) -> SendOptions:
+    values = {"lock_dir": str(tmp_path), "station_id": "+86 755 5550100", "time_scale": TIME_SCALE}
+    values.update(overrides)
+    return SendOptions(**values)
+
+
+def assert_pixel_identical(received, pages: ImagePages, resolution: str, first: int = 0):
+    images = received.images()
+    assert len(images) == pages.count - first
+    for offset, image in enumerate(images):
+        sent = np.asarray(pages.image_for(first + offset, resolution))
+        got = np.asarray(image)
+        assert got.shape == sent.shape, f"page {first + offset + 1}"
+        assert (got == sent).all(), (
+            f"page {first + offset + 1} differs in {(got != sent).sum()} pixels"
+        )
+
+
+@pytest.mark.parametrize(
+    ("resolution", "coding", "count"),
+    [("fine", "mr", 1), ("standard", "mh", 3), ("fine", "mh", 2), ("standard", "mr", 2)],
+)
+def test_pages_arrive_pixel_identical(line, tmp_path, resolution, coding, count):
+    sim = line()
+    pages = ImagePages([make_page(resolution, seed) for seed in range(count)])
+    result = send_fax(str(sim.device), "5550199", pages, options(tmp_path, coding=coding))
+    assert result.ok, result.message
+    assert result.reason is None and result.pages_confirmed == count
+    assert (result.bit_rate, result.resolution, result.coding) == (14400, resolution, coding)
+    assert result.remote_ident == "+86 755 83235170"
+    assert result.reached_fax_carrier and result.line_seconds > 0
+    (received,) = sim.wait_for_fax(1, timeout=20)
+    assert received.ok and received.pages == count
+    assert received.json["encoding"] == coding.upper()
+    assert received.remote_ident == "+86 755 5550100"
+    assert received.json["dialled"] == "5550199"
+    assert_pixel_identical(received, pages, resolution)
+
+
+def test_fine_pages_to_a_standard_only_far_end_drop_every_other_line(line, tmp_path):
+    sim = line(resolutions=("standard",))
+    pages = ImagePages([make_page("fine", 7)])
+    result = send_fax(str(sim.device), "1", pages, options(tmp_path))
+    assert result.ok and result.resolution == "standard"
+    (received,) = sim.wait_for_fax(1, timeout=20)
+    assert received.resolution == "standard"
+    assert_pixel_identical(received, pages, "standard")
+    fine = np.asarray(pages.image_for(0, "fine"))
+    assert (np.asarray(received.images()[0]) == fine[::2]).all()
+
+
+@pytest.mark.parametrize(("max_rate", "modulation"), [(9600, "V.29 9600"), (4800, "V.27ter 4800")])
+def test_far_end_rate_limit_is_negotiated(line, tmp_path, max_rate, modulation):
+    sim = line(max_rate=max_rate)
+    pages = ImagePages([make_page("standard", 1, rows=300)])
+    result = send_fax(str(sim.device), "1", pages, options(tmp_path))
+    assert result.ok, result.message
+    assert result.bit_rate == max_rate and result.modulation == modulation
+    (received,) = sim.wait_for_fax(1, timeout=20)
+    assert received.bit_rate == max_rate
+    assert_pixel_identical(received, pages, "standard")
+
+
+def test_resume_from_first_unconfirmed_page(line, tmp_path):
+    sim = line()
+    pages = ImagePages([make_page("standard", seed, rows=300) for seed in range(3)])
+    result = send_fax(str(sim.device), "1", pages, options(tmp_path), first_page=1)
+    assert result.ok and result.confirmed_pages == [1, 2] and result.next_page == 3
+    (received,) = sim.wait_for_fax(1, timeout=20)
+    assert_pixel_identical(received, pages, "standard", first=1)
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "extra", "reason"),
+    [
+        ("busy", {}, "busy"),
+        ("no-answer", {"ring_seconds": 10.0}, "no_answer"),
+        ("voice", {}, "not_a_fax"),
+    ],
+)
+def test_call_faults_give_their_reason(line, tmp_path, behaviour, extra, reason):
+    sim = line(behaviour=behaviour, **extra)
+    pages = ImagePages([make_page("standard", 0, rows=100)])
+    result = send_fax(str(sim.device), "1", pages, options(tmp_path, dial_timeout=30.0))
+    assert not result.ok and result.reason == reason, result.message
+    assert result.pages_confirmed == 0 and not result.reached_fax_carrier
+    assert result.to_dict()["reason"] == reason
+    (record,) = sim.wait_for_fax(1, timeout=20)
+    assert record.result == reason
+
+
+def test_far_end_hangs_up_after_page_one_of_three(line, tmp_path):
+    sim = line(hangup_after_page=1)
+    pages = ImagePages([make_page("standard", seed, rows=300) for seed in range(3)])
+    result = send_fax(str(sim.device), "1", pages, options(tmp_path))
+    assert result.reason == "remote_hangup", result.message
+    assert result.pages_confirmed == 1 and result.confirmed_pages == [0] and result.next_page == 1
+    assert result.reached_fax_carrier
+    (received,) = sim.wait_for_fax(1, timeout=20)
+    assert received.pages == 1
+    assert_pixel_identical_first(received, pages)
+
+
+def assert_pixel_identical_first(received, pages: ImagePages) -> None:
+    (image,) = received.images()
+    assert (np.asarray(image) == np.asarray(pages.image_for(0, "standard"))).all()
