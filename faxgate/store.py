@@ -9,8 +9,9 @@ admin CLI processes), so:
   a transaction can never fail half-way with SQLITE_BUSY on a lock upgrade;
   taking that lock waits with SQLite's busy timeout and is retried with backoff
   until a deadline (SQLITE_BUSY_RECOVERY and friends skip the busy handler);
-- each thread gets its own connection (``sqlite3`` connections must not be used
-  from two threads at once), and a forked child never reuses its parent's.
+- a thread checks a connection out of a small pool for each operation or
+  transaction (``sqlite3`` connections must never be used by two threads at
+  once), and a forked child never touches its parent's connections.
 
 The schema is versioned: ``MIGRATIONS`` is applied in order, one transaction
 per migration, recorded in ``schema_migrations``. Times are UNIX seconds
@@ -970,6 +971,8 @@ class Store:
         if not isinstance(recipients, list | tuple):
             raise InputError("recipients must be a list")
         recipient_rows = [_recipient_fields(r, i) for i, r in enumerate(recipients)]
+        if len({idx for idx, _ in recipient_rows}) != len(recipient_rows):
+            raise InputError(f"job {job_id}: two recipients with the same idx")
         now = time.time()
         created = _optional_number(job.get("created"), "created", float) or now
         with self.transaction() as db:

@@ -134,6 +134,13 @@ def test_garbage_file_is_a_schema_error(tmp_path: Path) -> None:
         Store(path)
 
 
+def test_unopenable_path_is_temporary(tmp_path: Path) -> None:
+    """The milter answers 4xx (mail is retried, nothing lost) while an admin fixes the path."""
+    with pytest.raises(store.StoreUnavailableError) as err:
+        Store(tmp_path)  # a directory, not a file
+    assert isinstance(err.value, TemporaryError) and str(tmp_path) in str(err.value)
+
+
 def test_open_from_config_creates_parent_directory(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b" / "faxgate.db"
     cfg_file = tmp_path / "faxgate.toml"
@@ -385,6 +392,7 @@ def test_bad_job_records_write_nothing(st: Store) -> None:
         job("j3", recipients=[recipient("1"), "oops"]),
         job("j4", recipients=[recipient("1", state="teleported")]),
         job("j5", documents="a.pdf"),
+        job("j6", recipients=[recipient("1", idx=0), recipient("2", idx=0)]),
     ):
         with pytest.raises(InputError):
             st.record_job(bad)
