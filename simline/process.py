@@ -1,0 +1,162 @@
+"""Running simulated lines as a process: ``faxgate line`` and a handle to start one.
+
+The protocol between the process and whoever started it is one line on
+stdout per device, ``READY <device>``, printed once that device's symlink
+exists. SIGTERM or SIGINT stops every line; each removes its symlink and
+records any call in progress before the process exits 0.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import IO
+
+from faxgate.simline.line import LineError, LineOptions, SimulatedLine
+
+from faxgate.errors import InputError
+
+
+def serve(
+    devices: Sequence[str],
+    outdir: str | Path,
+    options: LineOptions,
+    stop: threading.Event | None = None,
+    out: IO[str] | None = None,
+) -> int:
+    """Run one line per device until ``stop`` is set (or SIGTERM/SIGINT); 0 if all stayed healthy."""
+    out = out or sys.stdout
+    names = [Path(device).name for device in devices]
+    if len(set(names)) != len(names):
+        raise InputError("devices need distinct file names: the name labels each call's files")
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+    lines: list[SimulatedLine] = []
+    try:
+        for device in devices:
+            line = SimulatedLine(device, outdir, options)
+            line.start()
+            lines.append(line)
+            print(f"READY {device}", file=out, flush=True)
+        while not stop.wait(0.2):
+            if any(not line.running for line in lines):
+                break
+    finally:
+        failures = []
+        for line in lines:
+            try:
+                line.stop()
+            except LineError as exc:
+                failures.append(str(exc))
+    for failure in failures:
+        print(f"faxgate line: {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def options_to_args(options: LineOptions) -> list[str]:
+    """The ``faxgate line`` arguments that reproduce ``options`` (for subprocesses)."""
+    defaults = LineOptions()
+    args: list[str] = []
+    for item in fields(LineOptions):
+        value = getattr(options, item.name)
+        if value == getattr(defaults, item.name) and item.name != "pacing":
+            continue
+        flag = "--" + item.name.replace("_", "-")
+        if item.name == "ecm":
+            args.append("--ecm" if value else "--no-ecm")
+        elif item.name in ("resolutions", "compressions"):
+            for entry in value:
+                args += [flag[:-1], entry]  # --resolution fine --resolution standard
+        elif item.name == "hangup_after_page" and value is None:
+            continue
+        else:
+            args += [flag, str(value)]
+    return args
+
+
+class LineProcess:
+    """A ``faxgate line`` child process, started and awaited until every device is READY.
+
+    For tests that want the line outside their own process (as faxd will see
+    it in production)::
+
+        with LineProcess(["/tmp/x/modem0"], outdir, LineOptions(pacing=30)) as proc:
+            ...  # dial /tmp/x/modem0
+    """
+
+    def __init__(
+        self,
+        devices: Sequence[str | Path],
+        outdir: str | Path,
+        options: LineOptions | None = None,
+        timeout: float = 20,
+    ) -> None:
+        self.devices = [str(device) for device in devices]
+        self.outdir = Path(outdir)
+        command = [sys.executable, "-m", "faxgate.cli", "line", "--outdir", str(outdir)]
+        for device in self.devices:
+            command += ["--device", device]
+        self.command = command + options_to_args(options or LineOptions())
+        self.timeout = timeout
+        self.process: subprocess.Popen[str] | None = None
+        # stderr goes to a file that lives as long as this handle: a pipe nobody
+        # drains would block a chatty child.
+        self._stderr: IO[str] = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
+
+    def start(self) -> None:
+        """Start the process and return once it printed READY for every device."""
+        self.process = subprocess.Popen(
+            self.command, stdout=subprocess.PIPE, stderr=self._stderr, text=True
+        )
+        assert self.process.stdout is not None
+        waiting = set(self.devices)
+        deadline = time.monotonic() + self.timeout
+        while waiting:
+            remaining = deadline - time.monotonic()
+            ready, _, _ = select.select([self.process.stdout], [], [], max(remaining, 0))
+            if not ready:
+                self.stop()
+                raise LineError(f"faxgate line not READY within {self.timeout} s")
+            line = self.process.stdout.readline()
+            if not line:
+                self.process.wait(5)
+                raise LineError(
+                    f"faxgate line exited {self.process.returncode} before READY: {self.stderr()}"
+                )
+            if line.startswith("READY "):
+                waiting.discard(line[len("READY ") :].strip())
+
+    def stderr(self) -> str:
+        """What the process wrote to stderr so far."""
+        self._stderr.seek(0)
+        return self._stderr.read()
+
+    def stop(self, timeout: float = 15) -> int:
+        """SIGTERM the process and wait; returns its exit code."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def __enter__(self) -> LineProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

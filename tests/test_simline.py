@@ -1,0 +1,245 @@
+"""The simulated phone line, exercised by an independent sender (Debian's efax) and raw AT.
+
+efax dies when a page's data lasts under one wall second (see
+faxgate.simline.efax), so efax tests run at EFAX_PACING with pages of about
+12 line seconds at 14400 bit/s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import serial
+from faxgate.simline import LineOptions, SimulatedLine, efax, read_sidecars, wait_for_fax
+from faxgate.simline.process import LineProcess, options_to_args
+from PIL import Image
+
+from faxgate.errors import InputError
+
+EFAX_PACING = 8.0
+
+
+def text_page(seed: int, rows: int = 1100) -> Image.Image:
+    """A deterministic page of text-like strokes (about 22 KB of MH data)."""
+    rng = np.random.default_rng(seed)
+    black = np.zeros((rows, 1728), dtype=bool)
+    for top in range(40, rows - 60, 26):
+        for x in np.sort(rng.choice(np.arange(80, 1640, 10), size=28, replace=False)):
+            height = int(rng.integers(6, 17))
+            black[top + 16 - height : top + 16, x : x + int(rng.integers(2, 8))] = True
+    return Image.fromarray(~black).convert("1")
+
+
+def efax_files(tmp_path: Path, count: int, resolution: str) -> tuple[list[Image.Image], list[Path]]:
+    pages = [text_page(seed) for seed in range(1, count + 1)]
+    files = [
+        efax.write_tiff_f(page, tmp_path / f"page{index}.tif", resolution)
+        for index, page in enumerate(pages, 1)
+    ]
+    return pages, files
+
+
+def at(port: serial.Serial, command: bytes, until: bytes = b"OK\r\n", timeout: float = 5) -> bytes:
+    """Send one AT command and read until ``until`` (or a final error) with a deadline."""
+    port.write(command + b"\r")
+    deadline = time.monotonic() + timeout
+    reply = b""
+    while time.monotonic() < deadline:
+        reply += port.read(port.in_waiting or 1)
+        if reply.endswith(until) or reply.endswith(b"ERROR\r\n"):
+            return reply
+    raise AssertionError(f"{command!r}: no {until!r} within {timeout} s, got {reply!r}")
+
+
+def wait_line_time(line: SimulatedLine, seconds: float, timeout: float = 10) -> None:
+    """Wait until the line's sample clock has reached ``seconds`` of call time."""
+    deadline = time.monotonic() + timeout
+    while line.line_seconds < seconds:
+        assert time.monotonic() < deadline, f"line time stuck at {line.line_seconds}"
+        time.sleep(0.01)
+
+
+def test_options_are_validated() -> None:
+    with pytest.raises(InputError):
+        LineOptions(behaviour="explode")
+    with pytest.raises(InputError):
+        LineOptions(max_rate=7200)
+    with pytest.raises(InputError):
+        LineOptions(behaviour="hangup-after")
+    with pytest.raises(InputError):
+        LineOptions(resolutions=("standard", "photo"))
+    assert LineOptions(hangup_after_page=2).behaviour == "hangup-after"
+    assert LineOptions(behaviour="no_answer").behaviour == "no-answer"
+    args = options_to_args(LineOptions(pacing=30, max_rate=9600, resolutions=("fine",)))
+    assert args == ["--pacing", "30", "--max-rate", "9600", "--resolution", "fine"]
+
+
+def test_raw_at_dialog(tmp_path: Path) -> None:
+    device = tmp_path / "modem0"
+    with SimulatedLine(device, tmp_path / "out", LineOptions(pacing=20)) as line:
+        assert os.readlink(device).startswith("/dev/pts/")
+        with serial.Serial(str(device), timeout=0.2) as port:
+            assert at(port, b"ATE0").endswith(b"OK\r\n")
+            fclass = at(port, b"AT+FCLASS=?")
+            assert b"1" in fclass.split(b"\r\n")[1].split(b",")
+            assert at(port, b"AT+FCLASS=1").endswith(b"OK\r\n")
+            rates = at(port, b"AT+FTM=?").split(b"\r\n")[1].split(b",")
+            assert {b"24", b"48", b"72", b"96", b"145", b"146"} <= set(rates)
+            # Class 1 commands need an off-hook modem.
+            assert at(port, b"AT+FRH=3").endswith(b"ERROR\r\n")
+        assert line.received() == []
+    assert not device.is_symlink()
+
+
+def test_no_answer_and_voice_calls_are_recorded(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    options = LineOptions(pacing=40, behaviour="no-answer", ring_seconds=10)
+    with (
+        SimulatedLine(tmp_path / "modem0", out, options) as line,
+        serial.Serial(str(tmp_path / "modem0"), timeout=0.2) as port,
+    ):
+        at(port, b"ATE0")
+        at(port, b"AT+FCLASS=1")
+        assert at(port, b"ATD5551234", until=b"NO ANSWER\r\n").endswith(b"NO ANSWER\r\n")
+        (call,) = line.wait_for_fax(1, timeout=5)
+    assert (call.result, call.pages, call.tiff) == ("no_answer", 0, None)
+    assert 10 <= call.line_seconds < 11
+
+    # A voice far end answers but never sends V.21 flags: the modem's S7 timer ends
+    # the call with NO CARRIER.
+    options = LineOptions(pacing=40, behaviour="voice")
+    with (
+        SimulatedLine(tmp_path / "modem1", out, options) as line,
+        serial.Serial(str(tmp_path / "modem1"), timeout=0.2) as port,
+    ):
+        at(port, b"ATE0S7=10")
+        at(port, b"AT+FCLASS=1")
+        reply = at(port, b"ATD5551234", until=b"NO CARRIER\r\n")
+        assert reply.endswith(b"NO CARRIER\r\n") and b"CONNECT" not in reply
+        (call,) = line.wait_for_fax(1, timeout=5)
+    assert 10 <= call.line_seconds < 11
+    assert (call.result, call.pages) == ("not_a_fax", 0)
+
+
+def test_efax_sends_one_page(tmp_path: Path) -> None:
+    pages, files = efax_files(tmp_path, 1, "standard")
+    device = tmp_path / "modem0"
+    with SimulatedLine(device, tmp_path / "out", LineOptions(pacing=EFAX_PACING)) as line:
+        sent = efax.send(device, files)
+        assert sent.returncode == 0, sent.log
+        (fax,) = line.wait_for_fax(1, timeout=10)
+        seconds = line.line_seconds
+    assert fax.ok and fax.result == "ok"
+    assert (fax.pages, fax.bit_rate, fax.resolution) == (1, 14400, "standard")
+    assert fax.remote_ident == "+1 555 0100"
+    assert fax.json["encoding"] == "MH" and fax.json["ecm"] is False
+    assert fax.json["dialled"] == "5551234"
+    frames = [frame["frame"] for frame in fax.json["frames"]]
+    assert frames[:2] == ["CSI", "DIS"] and "DCS" in frames and frames[-1] == "DCN"
+    # 12 s of page data at 14400 plus phase B/D: a real call, measured in line time.
+    assert 15 < fax.line_seconds <= seconds < 60
+    assert fax.tiff is not None and fax.tiff.name == "modem0-0001.tif"
+    (image,) = fax.images()
+    assert efax.page_matches(image, pages[0])
+    assert not list((tmp_path / "out").glob(".*")), "temporary files left behind"
+
+
+def test_efax_two_fine_pages_at_9600(tmp_path: Path) -> None:
+    pages, files = efax_files(tmp_path, 2, "fine")
+    device = tmp_path / "modem0"
+    options = LineOptions(pacing=EFAX_PACING, max_rate=9600, csi="555 0199")
+    with SimulatedLine(device, tmp_path / "out", options) as line:
+        sent = efax.send(device, files)
+        assert sent.returncode == 0, sent.log
+        (fax,) = line.wait_for_fax(1, timeout=10)
+    assert "555 0199" in sent.log  # the far end's CSI reached the sender
+    assert (fax.result, fax.pages, fax.bit_rate, fax.resolution) == ("ok", 2, 9600, "fine")
+    images = fax.images()
+    assert len(images) == 2
+    assert efax.page_matches(images[0], pages[0]) and efax.page_matches(images[1], pages[1])
+    assert not efax.page_matches(images[0], pages[1])  # the comparison can fail
+
+
+def test_busy_line(tmp_path: Path) -> None:
+    _, files = efax_files(tmp_path, 1, "standard")
+    device = tmp_path / "modem0"
+    with SimulatedLine(device, tmp_path / "out", LineOptions(pacing=20, behaviour="busy")) as line:
+        sent = efax.send(device, files)
+        (call,) = line.wait_for_fax(1, timeout=5)
+    assert sent.outcome == "busy", sent.log
+    assert (call.result, call.pages, call.tiff) == ("busy", 0, None)
+
+
+def test_far_end_hangs_up_after_first_page(tmp_path: Path) -> None:
+    _, files = efax_files(tmp_path, 2, "standard")
+    device = tmp_path / "modem0"
+    options = LineOptions(pacing=EFAX_PACING, hangup_after_page=1)
+    with SimulatedLine(device, tmp_path / "out", options) as line:
+        sent = efax.send(device, files)
+        (fax,) = line.wait_for_fax(1, timeout=10)
+    assert sent.returncode != 0, sent.log
+    assert (fax.result, fax.pages) == ("far_end_hangup", 1)
+    assert fax.tiff is not None and len(fax.images()) == 1
+
+
+def test_two_lines_at_once(tmp_path: Path) -> None:
+    pages, files = efax_files(tmp_path, 1, "standard")
+    out = tmp_path / "out"
+    devices = [tmp_path / "modem0", tmp_path / "modem1"]
+    results: dict[str, efax.EfaxResult] = {}
+
+    def send(device: Path) -> None:
+        results[device.name] = efax.send(device, files, number=device.name[-1])
+
+    options = LineOptions(pacing=EFAX_PACING)
+    with SimulatedLine(devices[0], out, options), SimulatedLine(devices[1], out, options):
+        senders = [threading.Thread(target=send, args=(device,)) for device in devices]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join(60)
+        faxes = wait_for_fax(out, count=2, timeout=10)
+    assert all(result.returncode == 0 for result in results.values()), results
+    assert sorted((fax.device, fax.json["dialled"]) for fax in faxes) == [
+        ("modem0", "0"),
+        ("modem1", "1"),
+    ]
+    for fax in faxes:
+        assert fax.ok and efax.page_matches(fax.images()[0], pages[0])
+
+
+def test_line_as_a_process(tmp_path: Path) -> None:
+    _, files = efax_files(tmp_path, 1, "standard")
+    device = tmp_path / "modem0"
+    out = tmp_path / "out"
+    process = LineProcess([device], out, LineOptions(pacing=EFAX_PACING, max_rate=4800))
+    with process:
+        assert device.is_symlink()
+        sent = efax.send(device, files)
+        assert sent.returncode == 0, sent.log
+        (fax,) = wait_for_fax(out, timeout=10)
+    assert process.process is not None and process.process.returncode == 0, process.stderr()
+    assert not device.exists() and not device.is_symlink()
+    assert (fax.result, fax.bit_rate) == ("ok", 4800)
+    sidecar = json.loads((out / "modem0-0001.json").read_text())
+    assert sidecar["tiff"] == "modem0-0001.tif" and sidecar["call"] == 1
+
+
+def test_call_numbers_continue_across_restarts(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    for _ in range(2):
+        with (
+            SimulatedLine(tmp_path / "modem0", out, LineOptions(behaviour="busy")),
+            serial.Serial(str(tmp_path / "modem0"), timeout=0.2) as port,
+        ):
+            at(port, b"ATE0")
+            before = len(read_sidecars(out))
+            at(port, b"ATD1", until=b"BUSY\r\n")
+            wait_for_fax(out, count=before + 1, timeout=5)
+    assert [call.call for call in read_sidecars(out, "modem0")] == [1, 2]
