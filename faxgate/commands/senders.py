@@ -215,13 +215,17 @@ def register_set(actions: argparse._SubParsersAction) -> None:
     _email_arg(parser)
     parser.add_argument("--name", help="display name")
     login = parser.add_mutually_exclusive_group()
-    login.add_argument("--login", dest="smtp_login", help="SMTP AUTH login")
+    login.add_argument("--login", dest="smtp_login", metavar="LOGIN", help="SMTP AUTH login")
     login.add_argument(
         "--no-login", dest="smtp_login", action="store_const", const="", help="remove the login"
     )
     fax = parser.add_mutually_exclusive_group()
-    fax.add_argument("--fax", dest="can_fax", action="store_const", const=True)
-    fax.add_argument("--no-fax", dest="can_fax", action="store_const", const=False)
+    fax.add_argument(
+        "--fax", dest="can_fax", action="store_const", const=True, help="grant fax permission"
+    )
+    fax.add_argument(
+        "--no-fax", dest="can_fax", action="store_const", const=False, help="revoke fax permission"
+    )
     for option in LIMIT_OPTIONS:
         parser.add_argument(
             "--" + option.replace("_", "-"),
@@ -231,10 +235,24 @@ def register_set(actions: argparse._SubParsersAction) -> None:
             metavar="N|default",
             help=f"per-sender {option.replace('_', ' ')}; 'default' = the configured limit",
         )
-    parser.add_argument("--destinations", choices=DESTINATION_SCOPES)
+    parser.add_argument(
+        "--destinations", choices=DESTINATION_SCOPES, help="widest destinations allowed"
+    )
     premium = parser.add_mutually_exclusive_group()
-    premium.add_argument("--allow-premium", dest="allow_premium", action="store_const", const=True)
-    premium.add_argument("--no-premium", dest="allow_premium", action="store_const", const=False)
+    premium.add_argument(
+        "--allow-premium",
+        dest="allow_premium",
+        action="store_const",
+        const=True,
+        help="may call premium-rate numbers",
+    )
+    premium.add_argument(
+        "--no-premium",
+        dest="allow_premium",
+        action="store_const",
+        const=False,
+        help="may not call premium-rate numbers",
+    )
     parser.add_argument(
         "--language",
         type=language_or_default,
