@@ -161,3 +161,45 @@ def test_far_end_hangs_up_after_page_one_of_three(line, tmp_path):
 def assert_pixel_identical_first(received, pages: ImagePages) -> None:
     (image,) = received.images()
     assert (np.asarray(image) == np.asarray(pages.image_for(0, "standard"))).all()
+
+
+def _cli_config(tmp_path) -> str:
+    path = tmp_path / "faxgate.toml"
+    path.write_text(
+        f'[fax]\nstation_id = "+86 755 5550100"\nlock_dir = "{tmp_path}"\n'
+        '[render]\nresolution = "standard"\n'
+    )
+    return str(path)
+
+
+def test_cli_send_text_file_json(line, tmp_path, capsys):
+    import json
+
+    from faxgate.cli import main
+
+    sim = line()
+    letter = tmp_path / "letter.txt"
+    letter.write_text("Dear line,\nthis is faxgate send.\n", encoding="utf-8")
+    argv = ["--config", _cli_config(tmp_path), "send", "--device", str(sim.device), "--json"]
+    code = main([*argv, "--time-scale", str(TIME_SCALE), "555,0199", str(letter)])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["ok"] is True and out["reason"] is None
+    assert out["pages_confirmed"] == out["pages_total"] == 1
+    assert out["resolution"] == "standard" and out["transcript"]
+    (received,) = sim.wait_for_fax(1, timeout=20)
+    assert received.ok and received.json["dialled"] == "555,0199"
+
+
+def test_cli_send_failure_and_bad_usage(line, tmp_path, capsys):
+    from faxgate.cli import main
+
+    sim = line(behaviour="busy")
+    letter = tmp_path / "letter.txt"
+    letter.write_text("busy?\n", encoding="utf-8")
+    base = ["--config", _cli_config(tmp_path), "send", "--device", str(sim.device)]
+    scale = ["--time-scale", str(TIME_SCALE)]
+    assert main([*base, *scale, "5550199", str(letter)]) == 1
+    assert "FAILED (busy)" in capsys.readouterr().out
+    assert main([*base, "555-0199;rm", str(letter)]) == 2
+    assert "cannot dial" in capsys.readouterr().err
+    assert main([*base, "5550199", str(tmp_path / "missing.pdf")]) == 2
