@@ -517,6 +517,32 @@ def test_many_processes_write_at_once(db_path: Path) -> None:
     shared.close()
 
 
+def _first_open(path: Path, worker: int, barrier, errors) -> None:
+    try:
+        barrier.wait(timeout=30)
+        Store(path).add_sender(f"worker{worker}@example.com")
+    except BaseException as exc:
+        errors.put(f"worker {worker}: {type(exc).__name__}: {exc}")
+        raise
+
+
+def test_processes_racing_to_create_the_file(db_path: Path) -> None:
+    ctx = multiprocessing.get_context("fork")
+    barrier, errors = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_first_open, args=(db_path, w, barrier, errors)) for w in range(4)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=60)
+    problems = []
+    while not errors.empty():
+        problems.append(errors.get())
+    assert problems == [] and [proc.exitcode for proc in procs] == [0] * 4
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == SCHEMA_VERSION
+    assert conn.execute("SELECT count(*) FROM senders").fetchone()[0] == 4
+
+
 def test_threads_share_one_store_never_one_connection(st: Store) -> None:
     errors: list[str] = []
     in_use: set[int] = set()
