@@ -444,13 +444,9 @@ def _country(token: _Tok, country: str, plan: DialplanConfig, plus: bool = False
     if country in dp.COUNTRY_CODES:
         return country
     prefix = plan.international_prefix
-    if (
-        not plus
-        and prefix
-        and country.startswith(prefix)
-        and country[len(prefix) :] in (dp.COUNTRY_CODES)
-    ):
-        return country[len(prefix) :]
+    bare = country[len(prefix) :]
+    if not plus and prefix and country.startswith(prefix) and bare in dp.COUNTRY_CODES:
+        return bare  # "0086": written with the international prefix
     raise _unknown_country(token, country, plan)
 
 
