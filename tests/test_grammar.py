@@ -525,10 +525,10 @@ def test_typical_subjects_take_the_fast_path(subject: str) -> None:
 @pytest.mark.parametrize(
     "subject",
     [
-        "+1" + " 1" * 20_000 + "x",
-        "1-" * 20_000 + "x",
+        "+1" + " 1" * 10_000 + "x",
+        "1-" * 10_000 + "x",
         "83235170/" + "名" * 50_000 + "/",
-        "; ".join(["83235170"] * 20_000) + "x",
+        "; ".join(["83235170"] * 10_000) + "x",
     ],
 )
 def test_long_hostile_subjects_fail_fast(subject: str) -> None:
