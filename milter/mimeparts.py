@@ -69,7 +69,7 @@ def decode_bytes(data: bytes, charset: str | None = None) -> str:
     if codec:
         try:
             return data.decode(codec)
-        except (LookupError, UnicodeDecodeError):
+        except (LookupError, UnicodeDecodeError, ValueError):
             pass
     decoded = []
     for candidate in _FALLBACKS:
@@ -82,17 +82,10 @@ def decode_bytes(data: bytes, charset: str | None = None) -> str:
         decoded.append(text)
     if decoded:
         return decoded[0]
-    return data.decode(codec if _codec_exists(codec) else "utf-8", errors="replace")
-
-
-def _codec_exists(codec: str | None) -> bool:
-    if not codec:
-        return False
     try:
-        b"".decode(codec)
-    except LookupError:
-        return False
-    return True
+        return data.decode(codec or "utf-8", errors="replace")
+    except (LookupError, ValueError):  # unknown, or not a text codec ("hex", "zlib")
+        return data.decode("utf-8", errors="replace")
 
 
 def _decode_word(encoding: str, payload: str) -> bytes | None:
