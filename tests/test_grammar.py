@@ -143,6 +143,7 @@ def test_full_width_pipe_semicolon_and_lower_case_network() -> None:
         ("83235170/", None, None),
         ("83235170/金恒科技|", "金恒科技", None),
         ("83235170/Müller & Söhne, GmbH|Ω", "Müller & Söhne, GmbH", "Ω"),
+        ("83235170／ＡＢＣ－１２｜ａｆ", "ＡＢＣ－１２", "ａｆ"),  # names keep their characters
     ],
 )
 def test_names(subject: str, name1: str | None, name2: str | None) -> None:
