@@ -64,7 +64,7 @@ QUOTA_WINDOW_SECONDS = 24 * 3600
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
 # Conditions an operator can fix while the mail client retries (4xx, not 5xx).
-_SQLITE_UNAVAILABLE = {
+_SQLITE_UNAVAILABLE: dict[int | None, str] = {
     10: "I/O error",
     13: "disk full",
     14: "cannot open the database file",
@@ -598,23 +598,20 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     return "locked" in text or "busy" in text
 
 
-def _translate(exc: sqlite3.Error, path: Path) -> Exception:
-    """Turn lock and disk trouble into TemporaryError subclasses callers can act on."""
-    if _is_busy(exc):
-        return StoreBusyError(f"{path}: database stayed locked by other writers ({exc})")
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None and code & 0xFF in _SQLITE_UNUSABLE:
-        return SchemaError(f"{path}: not a usable SQLite database ({exc})")
-    if code is not None and code & 0xFF in _SQLITE_UNAVAILABLE:
-        return StoreUnavailableError(f"{path}: {_SQLITE_UNAVAILABLE[code & 0xFF]} ({exc})")
-    return exc
-
-
 def _raise_translated(exc: sqlite3.Error, path: Path) -> NoReturn:
-    translated = _translate(exc, path)
-    if translated is exc:
-        raise exc
-    raise translated from exc
+    """Re-raise any sqlite3 error as a FaxgateError, so callers catch one family.
+
+    Lock, disk and unknown trouble is temporary (the milter answers 4xx and
+    nothing is lost); a file that is not a database is permanent.
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if code is not None else None
+    if _is_busy(exc):
+        raise StoreBusyError(f"{path}: database stayed locked by other writers ({exc})") from exc
+    if primary in _SQLITE_UNUSABLE:
+        raise SchemaError(f"{path}: not a usable SQLite database ({exc})") from exc
+    reason = _SQLITE_UNAVAILABLE.get(primary, "database error")
+    raise StoreUnavailableError(f"{path}: {reason} ({exc})") from exc
 
 
 class Store:
@@ -731,7 +728,7 @@ class Store:
             try:
                 db.conn.execute("BEGIN IMMEDIATE")
                 return
-            except sqlite3.OperationalError as exc:
+            except sqlite3.Error as exc:
                 remaining = deadline - time.monotonic()
                 if not _is_busy(exc) or remaining <= 0:
                     _raise_translated(exc, self.path)

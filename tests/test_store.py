@@ -141,6 +141,18 @@ def test_unopenable_path_is_temporary(tmp_path: Path) -> None:
     assert isinstance(err.value, TemporaryError) and str(tmp_path) in str(err.value)
 
 
+def test_any_database_error_reaches_callers_as_a_faxgate_error(st: Store, db_path: Path) -> None:
+    """The milter and faxd catch FaxgateError; a raw sqlite3 error must never escape."""
+    conn = sqlite3.connect(db_path)
+    conn.execute("DROP TABLE events")
+    conn.commit()
+    with pytest.raises(store.StoreUnavailableError, match="no such table"):
+        st.add_event("accepted")
+    with pytest.raises(store.StoreUnavailableError, match="no such table"):
+        st.events()
+    st.add_sender("still@example.com")  # the failed transactions left nothing locked
+
+
 def test_open_from_config_creates_parent_directory(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b" / "faxgate.db"
     cfg_file = tmp_path / "faxgate.toml"
