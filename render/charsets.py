@@ -21,7 +21,7 @@ _SUPERSETS = {
     "big5": "cp950",
     "shift_jis": "cp932",
     "euc_jp": "euc_jis_2004",
-    "latin_1": "cp1252",
+    "iso8859_1": "cp1252",
     "ascii": "utf-8",
 }
 

@@ -53,7 +53,7 @@ class CompoundFile:
             raise ValueError("bad sector number")
         offset = (index + 1) * self._sector
         chunk = self._data[offset : offset + self._sector]
-        if not chunk:
+        if len(chunk) < self._sector:
             raise ValueError("sector beyond end of file")
         return chunk
 
