@@ -598,6 +598,14 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     return "locked" in text or "busy" in text
 
 
+def _insert(db: Database, table: str, row: dict[str, Any], *, replace: bool = False) -> None:
+    """A plain INSERT: unlike ``Table.insert`` it never creates a missing table."""
+    columns = ", ".join(f'"{name}"' for name in row)
+    marks = ", ".join("?" * len(row))
+    verb = "INSERT OR REPLACE" if replace else "INSERT"
+    db.execute(f'{verb} INTO "{table}" ({columns}) VALUES ({marks})', list(row.values()))
+
+
 def _raise_translated(exc: sqlite3.Error, path: Path) -> NoReturn:
     """Re-raise any sqlite3 error as a FaxgateError, so callers catch one family.
 
@@ -802,8 +810,10 @@ class Store:
                     return
                 migration = MIGRATIONS[current]
                 migration(db)
-                db["schema_migrations"].insert(
-                    {"version": current + 1, "name": migration.__name__, "applied": time.time()}
+                _insert(
+                    db,
+                    "schema_migrations",
+                    {"version": current + 1, "name": migration.__name__, "applied": time.time()},
                 )
 
     @staticmethod
@@ -870,7 +880,7 @@ class Store:
         self._check_login_free(db, fields.get("smtp_login"), address)
         now = time.time()
         row = {**_SENDER_DEFAULTS, **fields, "email": address, "created": now, "updated": now}
-        db["senders"].insert(row)
+        _insert(db, "senders", row)
 
     def _check_login_free(self, db: Database, login: str | None, address: str) -> None:
         if login is None:
@@ -978,7 +988,7 @@ class Store:
                 refresh = {k: v for k, v in fields.items() if k in _JOB_DESCRIPTION}
                 db["jobs"].update(job_id, {**refresh, "updated": now})
             else:
-                db["jobs"].insert({**fields, "id": job_id, "created": created, "updated": now})
+                _insert(db, "jobs", {**fields, "id": job_id, "created": created, "updated": now})
             for idx, row in recipient_rows:
                 present = db.execute(
                     "SELECT 1 FROM recipients WHERE job_id = ? AND idx = ?", (job_id, idx)
@@ -987,7 +997,7 @@ class Store:
                     refresh = {k: v for k, v in row.items() if k in _RECIPIENT_DESCRIPTION}
                     db["recipients"].update((job_id, idx), {**refresh, "updated": now})
                 else:
-                    db["recipients"].insert({**row, "job_id": job_id, "idx": idx, "updated": now})
+                    _insert(db, "recipients", {**row, "job_id": job_id, "idx": idx, "updated": now})
         return not exists
 
     def get_job(self, job_id: str) -> Job | None:
@@ -1097,7 +1107,7 @@ class Store:
             "sender": _clip(sender.strip().lower(), 320) if sender else None,
         }
         with self.transaction() as db:
-            db["events"].insert(row)
+            _insert(db, "events", row)
 
     def events(
         self,
@@ -1144,7 +1154,7 @@ class Store:
             known = db.execute("SELECT 1 FROM directory WHERE network = ?", (number,)).fetchone()
             if known and not replace:
                 raise InputError(f"network number {number} is already in the directory")
-            db["directory"].insert(row, replace=True)
+            _insert(db, "directory", row, replace=True)
         return DirectoryEntry(**row)
 
     def directory_get(self, network: str) -> DirectoryEntry | None:
