@@ -79,7 +79,10 @@ class LineOptions:
     DIS (2400 = V.27ter fallback, 4800 = V.27ter, 9600 = V.29, 14400 = V.17).
     ``ring_seconds``: line seconds a no-answer call rings before NO ANSWER
     (like a modem's S7 timer). ``noise_dbm0``: white noise added to both
-    directions.
+    directions; modems send at -14 dBm0 and spandsp's receivers take noise
+    above about -48 dBm0 for a carrier, so -70 (quiet) to -50 (noisy) are the
+    useful levels — louder noise breaks training at every rate.
+    ``compressions``: codings offered in DIS ("mh", "mr").
     """
 
     pacing: float = 20.0
@@ -222,6 +225,11 @@ def wait_for_fax(
                 + ", ".join(f"{fax.device}#{fax.call}={fax.result}" for fax in found)
             )
         time.sleep(0.05)
+
+
+def white_noise(level_dbm0: float, count: int, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian white noise samples (float) at ``level_dbm0``, spandsp's dBm0 scale."""
+    return rng.normal(0.0, DBM0_RMS * 10 ** (level_dbm0 / 20), count)
 
 
 def _resolution_name(y_resolution: int) -> str:
@@ -481,11 +489,9 @@ class SimulatedLine:
             self._advance_call(call)
 
     def _add_noise(self, block: np.ndarray) -> None:
-        if self.options.noise_dbm0 is None:
-            return
-        rms = DBM0_RMS * 10 ** (self.options.noise_dbm0 / 20)
-        noisy = block + self._rng.normal(0.0, rms, BLOCK)
-        block[:] = np.clip(noisy, -32768, 32767).astype(np.int16)
+        if self.options.noise_dbm0 is not None:
+            noisy = block + white_noise(self.options.noise_dbm0, BLOCK, self._rng)
+            block[:] = np.clip(noisy, -32768, 32767).astype(np.int16)
 
     def _voice_block(self, call: _Call) -> None:
         start = call.voice_pos
@@ -616,7 +622,9 @@ class SimulatedLine:
             self._finish_fax(call)
         self._call = None
         if not call.recorded:
-            fallback = {"voice": "not_a_fax", "ringing": "no_answer"}.get(call.stage, "calldropped")
+            fallback = {"busy": "busy", "no-answer": "no_answer", "voice": "not_a_fax"}.get(
+                self.options.behaviour, "calldropped"
+            )
             self._record(call, result or fallback, None)
         log.info("%s: call %d on hook", self.name, call.number)
 
@@ -689,9 +697,10 @@ class SimulatedLine:
 
     def _on_modem_control(self, _s: int, _user: int, op: int, num: int | None) -> int:
         def handle() -> int:
-            if op == ModemControl.CALL:
-                dialled = ctypes.string_at(num).decode("ascii", "replace") if num else ""
-                self._events.append(("call", dialled))
+            if op == ModemControl.CALL and num:
+                # ATD always passes its dial string; a CALL without one is 0.0.6's
+                # at_set_at_rx_mode() misusing the op argument for a DTE timeout.
+                self._events.append(("call", ctypes.string_at(num).decode("ascii", "replace")))
             elif op in (ModemControl.HANGUP, ModemControl.ONHOOK):
                 self._events.append(("onhook", ""))
             elif op == ModemControl.CTS:
