@@ -294,7 +294,15 @@ class Class1Modem:
                 self.port.write(block[start : start + step])
         finally:
             self.port.set_send_flow_control(False)
-        return self.read_result(timeout)
+        try:
+            return self.read_result(timeout)
+        except ModemTimeout:
+            # A modem whose line dropped mid-transmission may go back to command
+            # mode without a word; if it still answers AT, the call is gone.
+            if self.command("AT", 2.0) == "OK":
+                self._log("<", "(transmission never ended: line dropped)")
+                return "NO CARRIER"
+            raise
 
     def silence(self, tens_of_ms: int) -> str:
         """``AT+FTS=n``: stay silent n×10 ms (the pause T.30 wants before a response)."""

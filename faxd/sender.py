@@ -98,10 +98,10 @@ class SendOptions:
             dial_prefix=self.dial_prefix,
             max_rate=self.max_rate,
             coding=self.coding,
-            dial_timeout=self.dial_timeout / self.time_scale,
-            answer_grace=10.0 / self.time_scale,
-            t1=self.t1 / self.time_scale,
-            t4=self.t4 / self.time_scale,
+            dial_timeout=self.dial_timeout,
+            t1=self.t1,
+            t4=self.t4,
+            time_scale=self.time_scale,
             short_train=self.short_train,
         )
 

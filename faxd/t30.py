@@ -167,7 +167,8 @@ class PageSource(Protocol):
 
 @dataclass(frozen=True)
 class SenderOptions:
-    """Knobs of the procedure; timers in seconds of wall time."""
+    """Knobs of the procedure. Timers are line seconds; ``time_scale`` is line
+    seconds per wall second (1 for a real modem, the pacing of a simulated line)."""
 
     station_id: str = ""
     dial_prefix: str = "ATDT"
@@ -183,6 +184,8 @@ class SenderOptions:
     train_tries: int = 3  # TCF attempts at the lowest rate before giving up
     page_tries: int = 3  # RTN/PIN answers tolerated for one page
     tcf_seconds: float = 1.5
+    data_margin: float = 10.0  # beyond its own duration, for a page to be sent
+    time_scale: float = 1.0
     short_train: bool = True  # V.17 short training for pages after a good TCF
 
 
@@ -201,6 +204,10 @@ _DIAL_RESULTS = {
     "NO CARRIER": ("no_carrier", "the call ended without a fax answer (no carrier)"),
     "ERROR": ("modem_error", "the modem refused the dial command"),
 }
+
+
+_DCS_RESPONSES = frozenset({fr.CFR, fr.FTT, fr.DIS})
+_PAGE_RESPONSES = frozenset({fr.MCF, fr.RTN, fr.RTP, fr.PIN, fr.PIP})
 
 
 def _frame_ok(event: Event) -> bool:
@@ -279,6 +286,9 @@ class T30Sender:
 
     # --- bookkeeping -------------------------------------------------------------------
 
+    def _wall(self, line_seconds: float) -> float:
+        return line_seconds / self.options.time_scale
+
     def _elapsed(self) -> float:
         return round(self.now - self._start_time, 3)
 
@@ -339,11 +349,11 @@ class T30Sender:
     def _call(self) -> Generator[Action, Event | None, None]:
         opts = self.options
         self.result.dials = 1
-        event = yield Dial(opts.dial_prefix + self.number, opts.dial_timeout)
+        event = yield Dial(opts.dial_prefix + self.number, self._wall(opts.dial_timeout))
         if (
             isinstance(event, ModemResult)
             and event.code == "NO CARRIER"
-            and self.now - self._start_time >= opts.answer_grace
+            and self.now - self._start_time >= self._wall(opts.answer_grace)
         ):
             raise CallFailed("not_a_fax", "the call was answered, but not by a fax (NO CARRIER)")
         if isinstance(event, ModemResult):
@@ -361,7 +371,7 @@ class T30Sender:
         self, event: Event | None
     ) -> Generator[Action, Event | None, fr.Capabilities]:
         """Collect NSF/CSI/DIS until a valid DIS; the answerer repeats DIS until T1."""
-        deadline = self.now + self.options.t1
+        deadline = self.now + self._wall(self.options.t1)
         while True:
             if isinstance(event, FrameReceived):
                 self.result.reached_fax_carrier = True
@@ -379,7 +389,7 @@ class T30Sender:
             remaining = deadline - self.now
             if remaining <= 0:
                 raise CallFailed("timeout", "no valid DIS from the far end within T1")
-            event = yield ReceiveFrame(min(remaining, self.options.t4 * 2))
+            event = yield ReceiveFrame(min(remaining, self._wall(self.options.t4 * 2)))
 
     def _parse(self, event: FrameReceived) -> Frame | None:
         if not event.fcs_ok:
@@ -391,7 +401,7 @@ class T30Sender:
 
     def _receive_response(self) -> Generator[Action, Event | None, Frame | None]:
         """Wait up to T4 for the final frame of a response; None if none came intact."""
-        deadline = self.now + self.options.t4
+        deadline = self.now + self._wall(self.options.t4)
         while True:
             remaining = deadline - self.now
             if remaining <= 0:
@@ -413,9 +423,12 @@ class T30Sender:
             if frame.final or frame.kind == fr.DCN:
                 return frame
 
-    def _exchange(self, name: str, steps: list[Action]) -> Generator[Action, Event | None, Frame]:
+    def _exchange(
+        self, name: str, steps: list[Action], expected: frozenset[int]
+    ) -> Generator[Action, Event | None, Frame]:
         """Send a command and return its valid response, repeating the command when
-        the response is missing, garbled or CRP (at most ``command_tries`` sends)."""
+        the response is missing, garbled, CRP or not one of ``expected`` (at most
+        ``command_tries`` sends). DCN ends the call."""
         only_no_carrier = True
         for _ in range(self.options.command_tries):
             for step in steps:
@@ -427,8 +440,8 @@ class T30Sender:
                 only_no_carrier = only_no_carrier and self._no_carrier
                 continue
             only_no_carrier = False
-            if frame.kind == fr.CRP:
-                continue
+            if frame.kind not in expected and frame.kind != fr.DCN:
+                continue  # CRP, or a frame that answers nothing we said
             if frame.kind == fr.DCN:
                 raise CallFailed(
                     "remote_hangup", f"the far end sent DCN after {name}", send_dcn=False
@@ -486,7 +499,7 @@ class T30Sender:
                 Silence(8),  # T.30: 75 ms between DCS and TCF
                 SendTraining(modulation.ftm_long, tcf_bytes),
             ]
-            response = yield from self._exchange("DCS", steps)
+            response = yield from self._exchange("DCS", steps, _DCS_RESPONSES)
             if response.kind == fr.CFR:
                 self._session_now = session
                 r = self.result
@@ -495,10 +508,7 @@ class T30Sender:
                 return index
             if response.kind == fr.DIS:
                 continue  # the far end missed our DCS and repeated DIS: start over
-            if response.kind != fr.FTT:
-                raise CallFailed(
-                    "training_failed", f"unexpected {response.name} in answer to DCS/TCF"
-                )
+            # FTT: the receiver did not like the TCF; one rate lower
             if index + 1 < len(modulations):
                 index += 1
                 continue
@@ -528,12 +538,15 @@ class T30Sender:
             # training (T.30 5.3.2.6); the receiver expects it.
             code = modulation.ftm_short if self.options.short_train else modulation.ftm_long
             seconds = len(data) * 8 / modulation.bit_rate
-            event = yield SendPage(code, page, data, timeout=seconds * 2 + 30)
+            timeout = self._wall(seconds + self.options.data_margin)
+            event = yield SendPage(code, page, data, timeout=timeout)
             self._check_sent(event, f"page {page + 1}")
             last = page == self.pages.count - 1
             post = fr.EOP if last else fr.MPS
             name = "EOP" if last else "MPS"
-            response = yield from self._exchange(name, [Silence(8), self._frames(post)])
+            response = yield from self._exchange(
+                name, [Silence(8), self._frames(post)], _PAGE_RESPONSES
+            )
             kind = response.kind
             if kind in (fr.MCF, fr.RTP, fr.PIP):
                 self.result.confirmed_pages.append(page)
@@ -543,7 +556,7 @@ class T30Sender:
                 rejections = 0
                 if kind != fr.MCF and page < self.pages.count:
                     index = yield from self._train(capabilities, modulations, index)
-            elif kind in (fr.RTN, fr.PIN):
+            else:  # RTN or PIN: the page was not good enough; retrain and send it again
                 rejections += 1
                 if rejections >= self.options.page_tries:
                     raise CallFailed(
@@ -552,8 +565,6 @@ class T30Sender:
                     )
                 lower = min(index + 1, len(modulations) - 1)
                 index = yield from self._train(capabilities, modulations, lower)
-            else:
-                raise CallFailed("page_rejected", f"unexpected {response.name} in answer to {name}")
         yield self._frames(fr.DCN)
         yield HangUp()
 
