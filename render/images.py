@@ -21,8 +21,8 @@ from faxgate.render.errors import CorruptDocument, DocumentTooLarge, PageLimitEx
 from faxgate.render.geometry import PageGeometry
 from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
-#: Resolution tags below this are meaningless defaults (72 dpi screenshots, 1 dpi junk).
-_MIN_TRUSTED_DPI = 50
+#: Resolution tags below this are meaningless defaults (72 dpi cameras, 96 dpi screenshots).
+_MIN_TRUSTED_DPI = 100
 
 
 def render_image(
@@ -91,8 +91,8 @@ def _layout(frame: Image.Image, geometry: PageGeometry) -> Image.Image:
         width_in, height_in = grey.width / float(dpi[0]), grey.height / float(dpi[1])
     else:
         width_in, height_in = grey.width / 100, grey.height / 100  # only the proportions matter
-    if width_in > height_in:  # landscape: a quarter turn clockwise, like printed
-        grey = grey.transpose(Image.Transpose.ROTATE_270)
+    if width_in > height_in:  # landscape: a quarter turn anticlockwise, as printers do
+        grey = grey.transpose(Image.Transpose.ROTATE_90)
         width_in, height_in = height_in, width_in
     box = geometry.fit(width_in, height_in, upscale=not known_dpi)
     scaled = grey.resize((box.width, box.height), Image.Resampling.LANCZOS, reducing_gap=3.0)

@@ -97,7 +97,7 @@ def _render_page(
                 filename, f"page {index + 1} has an impossible size ({width_pt}×{height_pt} pt)"
             )
         landscape = width_pt > height_pt
-        if landscape:  # a quarter turn clockwise so the long side runs down the page
+        if landscape:  # a quarter turn anticlockwise (top to the left), as printers do
             width_pt, height_pt = height_pt, width_pt
         box = geometry.fit(width_pt / 72, height_pt / 72)
         bitmap = pypdfium2.PdfBitmap.new_native(
@@ -105,7 +105,7 @@ def _render_page(
         )
         bitmap.fill_rect((255, 255, 255, 255), 0, 0, geometry.width, geometry.height)
         pdfium_c.FPDF_RenderPageBitmap(
-            bitmap, page, box.left, box.top, box.width, box.height, 1 if landscape else 0, _FLAGS
+            bitmap, page, box.left, box.top, box.width, box.height, 3 if landscape else 0, _FLAGS
         )
         return to_bilevel(bitmap.to_pil())
     finally:

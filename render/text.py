@@ -77,15 +77,16 @@ def paginate(text: str, lines_per_page: int, columns: int = COLUMNS) -> list[lis
     """Pages of display lines; a form feed forces a new page."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     pages: list[list[str]] = []
-    for sheet in text.split("\f"):
+    sheets = text.split("\f")
+    if len(sheets) > 1 and not sheets[-1].strip("\n"):
+        sheets.pop()  # a form feed at the very end does not start another sheet
+    for sheet in sheets:
         if sheet.endswith("\n"):
             sheet = sheet[:-1]
         rows = [row for line in sheet.split("\n") for row in wrap(_clean(line), columns)]
         pages.extend(rows[i : i + lines_per_page] for i in range(0, len(rows), lines_per_page))
         if not rows:
             pages.append([])
-    if len(pages) > 1 and not pages[-1]:
-        pages.pop()  # a form feed at the very end does not make an empty sheet
     return pages
 
 
