@@ -30,7 +30,7 @@ SCENARIOS = {
     "standard_only_far_end": ({"resolutions": ("standard",)}, 1, "fine", {"coding": "mh"}),
     "hangup_after_page_1_of_3": ({"hangup_after_page": 1}, 3, "standard", {}),
     "busy": ({"behaviour": "busy"}, 1, "standard", {}),
-    "noisy_line": ({"noise_dbm0": -52.0}, 2, "fine", {}),
+    "noisy_line_ftt_fallback": ({"noise_dbm0": -46.0}, 2, "fine", {}),
 }
 
 
