@@ -8,11 +8,34 @@ line cheap.
 
 Each call the modem dials leaves a record in the output directory: a JSON
 sidecar ``<device>-<call>.json`` written last (temp file + rename, so its
-presence means the call is over) and, when pages arrived, the TIFF the far end
-wrote, ``<device>-<call>.tif``. spandsp writes that TIFF as TIFF-F (Group 3
-MH/MR data, one IFD per page, FillOrder 2 — LSB first, as on the line); Pillow
-and libtiff read it directly: ``ReceivedFax.images()`` returns the pages as
-PIL mode "1" images.
+presence means the far end is done with the call) and, when pages arrived, the
+TIFF the far end wrote, ``<device>-<call>.tif``. Call numbers continue from
+the sidecars already in the directory. spandsp writes the TIFF itself, always
+re-encoded as Group 3 2-D (T4Options 5, FillOrder LSB-first, min-is-white),
+one IFD per page, one pixel row per received scan line (standard pages are not
+stretched); Pillow/libtiff read it directly and ``ReceivedFax.images()``
+returns the pages as PIL mode "1" images (black = 0).
+
+Sidecar fields: device, call, dialled, behaviour, result ("ok" or a reason,
+see ``ReceivedFax``), result_code and result_text (spandsp's T30_ERR_* code
+and sentence, null for calls that never reached a fax), pages, bit_rate,
+resolution (standard|fine|superfine), x_resolution and y_resolution (pixels
+per metre), width, length (rows of the last page), encoding used on the line
+(MH|MR), ecm, bad_rows, remote_ident (the caller's TSI), csi (ours),
+line_seconds (sample clock from ATD to the end of the far end's session),
+started_at and ended_at (UTC ISO 8601), tiff (file name or null) and frames:
+every T.30 frame the far end saw, ``{"t": line seconds since ATD, "dir":
+"rx" (from the caller) | "tx", "frame": "DCS", "hex": "ff1383..."}``.
+
+Class 1 as spandsp 0.0.6 speaks it (useful to a DTE written against this
+line): echo is on until ATE0; ATD returns CONNECT only once the far end's V.21
+flags arrive, followed by the first frame; +FRH=3 may print CONNECT more than
+once before a frame; a far end that never sends V.21 ends the dial with NO
+CARRIER after S7 seconds (default 60, line time); Class 1 commands while on
+hook and ATA answer ERROR. The pty has no modem-control lines: flow control is
+the kernel's pty buffer plus our not reading while T.31 drops CTS, so open it
+without XON/XOFF (0x11/0x13 occur in HDLC data) and flush stale input after
+opening.
 """
 
 from __future__ import annotations
