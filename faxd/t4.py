@@ -97,162 +97,167 @@ _VERTICAL_LENGTHS = np.array([len(c) for c in tables.VERTICAL], dtype=np.int64)
 
 def image_to_black(image: Image.Image) -> np.ndarray:
     """Rows of a PIL mode "1" image as a bool array, True = black."""
-    if image.mode != "1":
-        raise ValueError(f"fax coding needs a bilevel mode '1' image, not mode {image.mode!r}")
-    width, height = image.size
-    packed = np.frombuffer(image.tobytes(), dtype=np.uint8).reshape(height, -1)
-    return np.unpackbits(packed, axis=1, count=width) == 0
+    width, _ = image.size
+    return np.unpackbits(_packed_rows(image), axis=1, count=width).astype(bool)
 
 
 def black_to_image(black: np.ndarray) -> Image.Image:
     """Inverse of :func:`image_to_black`."""
     height, width = black.shape
-    packed = np.packbits(~black, axis=1)
-    return Image.frombytes("1", (width, height), packed.tobytes())
+    packed = np.packbits(black, axis=1)
+    return Image.frombytes("1", (width, height), packed.tobytes(), "raw", "1;I")
 
 
-class _Transitions:
-    """Changing elements of every row: positions where the colour differs from
-    the pixel to the left (an imaginary white pixel precedes each row)."""
+def _packed_rows(image: Image.Image) -> np.ndarray:
+    """Rows of a mode "1" image packed MSB first, 1 = black, each padded to whole bytes."""
+    if image.mode != "1":
+        raise ValueError(f"fax coding needs a bilevel mode '1' image, not mode {image.mode!r}")
+    width, height = image.size
+    raw = image.tobytes("raw", "1;I")  # PIL's inverted packing: 1 = black
+    return np.frombuffer(raw, dtype=np.uint8).reshape(height, (width + 7) // 8)
 
-    def __init__(self, black: np.ndarray) -> None:
-        height, width = black.shape
-        changes = np.empty((height, width), dtype=bool)
-        changes[:, 0] = black[:, 0]
-        np.not_equal(black[:, 1:], black[:, :-1], out=changes[:, 1:])
-        rows, cols = np.nonzero(changes)
+
+class _Lines:
+    """Changing elements of every row, and every coding step candidate.
+
+    A changing element is a pixel whose colour differs from the pixel to its
+    left (an imaginary white pixel precedes each row). Candidates are, per row,
+    each changing element plus the imaginary one at ``width`` that ends the row:
+    ``a1`` with ``a0`` the element before it (-1 at the row start) and ``a2`` the
+    one after (``width`` at the end). 1D coding turns them into runs, 2D coding
+    into modes."""
+
+    def __init__(self, black: np.ndarray, width: int) -> None:
+        height, stride = black.shape
+        # Each pixel XOR its left neighbour, eight pixels per byte at once; then
+        # the set bits of the (few) non-zero bytes are the changing elements.
+        left = black >> 1
+        left[:, 1:] |= black[:, :-1] << 7
+        changed = (black ^ left).ravel()
+        changed_bytes = np.flatnonzero(changed)
+        changed_bits = np.flatnonzero(np.unpackbits(changed[changed_bytes]))
+        byte = changed_bytes[changed_bits >> 3]
+        rows = byte // stride
+        cols = (byte - rows * stride) * 8 + (changed_bits & 7)
+        inside = cols < width  # drop the row padding bits
+        self.cols = cols[inside]
+        self.rows = rows[inside]
         self.width = width
         self.height = height
-        self.rows = rows
-        self.cols = cols.astype(np.int64)
-        self.counts = np.bincount(rows, minlength=height)
+        self.counts = np.bincount(self.rows, minlength=height)
         self.starts = np.zeros(height + 1, dtype=np.int64)
         np.cumsum(self.counts, out=self.starts[1:])
+        n = len(self.cols)
+        per_row = self.counts + 1
+        self.cand_first = self.starts[:-1] + np.arange(height)
+        self.cand_row = np.repeat(np.arange(height), per_row)
+        self.a1 = np.full(n + height, width, dtype=np.int64)
+        self.a1[np.arange(n) + self.rows] = self.cols
+        self.a0 = np.empty_like(self.a1)
+        self.a0[1:] = self.a1[:-1]
+        self.a0[self.cand_first] = -1
+        self.index = np.arange(n + height) - np.repeat(self.cand_first, per_row)
+
+    def candidates(self, rows: np.ndarray | None) -> np.ndarray | slice:
+        """Index of the candidates of the selected rows (None: all rows)."""
+        if rows is None:
+            return slice(None)
+        return np.nonzero(rows[self.cand_row])[0]
 
 
-def _segments(tr: _Transitions, rows: np.ndarray, lead: int | None, trail: int, offset: int):
-    """Concatenate, for each row in ``rows``, [lead] + that row's transitions +
-    ``trail`` copies of the width. Returns (positions, segment start per row,
-    segment length per row); positions are shifted by ``offset`` rows' worth of
-    transitions (offset=-1 picks the previous row, the 2D reference)."""
-    src = rows + offset
-    has_src = src >= 0
-    counts = np.where(has_src, tr.counts[np.maximum(src, 0)], 0)
-    extra = (1 if lead is not None else 0) + trail
-    seg_len = counts + extra
-    seg_start = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(seg_len, out=seg_start[1:])
-    out = np.full(seg_start[-1], tr.width, dtype=np.int64)
-    first = seg_start[:-1]
-    if lead is not None:
-        out[first] = lead
-    # Scatter each selected row's transitions into its segment.
-    total = int(counts.sum())
-    if total:
-        seg_of = np.repeat(np.arange(len(rows)), counts)
-        within = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
-        src_index = np.repeat(tr.starts[np.maximum(src, 0)], counts) + within
-        out[first[seg_of] + (1 if lead is not None else 0) + within] = tr.cols[src_index]
-    return out, first, seg_len
-
-
-def _encode_1d(tr: _Transitions, rows: np.ndarray):
-    """MH code words for ``rows``: (row of each word, values, lengths)."""
+def _encode_1d(lines: _Lines, rows: np.ndarray | None):
+    """MH code words for the selected rows: (row of each word, values, lengths)."""
     white_values, white_lengths = _run_codes(True)
     black_values, black_lengths = _run_codes(False)
-    # Each row: 0, transitions..., width  ->  runs are the differences.
-    pos, first, seg_len = _segments(tr, rows, lead=0, trail=1, offset=0)
-    runs = np.diff(pos)
-    keep = np.ones(len(runs), dtype=bool)
-    keep[(first + seg_len - 1)[:-1]] = False  # the step from one row's end to the next row's 0
-    runs = runs[keep]
-    runs_per_row = seg_len - 1
-    run_row = np.repeat(rows, runs_per_row)
-    index_in_row = np.arange(len(runs)) - np.repeat(
-        np.cumsum(runs_per_row) - runs_per_row, runs_per_row
-    )
-    white = (index_in_row & 1) == 0
+    sel = lines.candidates(rows)
+    runs = lines.a1[sel] - np.maximum(lines.a0[sel], 0)
+    white = (lines.index[sel] & 1) == 0
     values = np.where(white, white_values[runs], black_values[runs])
     lengths = np.where(white, white_lengths[runs], black_lengths[runs])
-    return run_row, values, lengths
+    return lines.cand_row[sel], values, lengths
 
 
-def _encode_2d(tr: _Transitions, rows: np.ndarray):
-    """MR/MMR 2D code words for ``rows`` (each coded against the row above;
-    row 0 against an all-white line): (row of each word, values, lengths).
+def _encode_2d(lines: _Lines, rows: np.ndarray | None):
+    """MR/MMR 2D code words for the selected rows, each coded against the row
+    above (row 0 against an all-white line): (row of each word, values, lengths).
 
-    Every coding-line changing element a1 (with a0 the element before it) gets
-    its mode decided independently: the b1/b2 search and the pass-mode chain
-    depend only on a0 and a1. Which elements actually start a coding step
-    depends on horizontal mode consuming a2, which is resolved by the parity
-    of the position inside each run of horizontal decisions."""
-    width = tr.width
-    key_stride = width + 2  # keeps each row's keys (positions -1..width) apart
-    n = len(rows)
-    # Reference lines: transitions of the row above plus three sentinels at width.
-    ref_pos, ref_first, ref_len = _segments(tr, rows, lead=None, trail=3, offset=-1)
-    ref_seg = np.repeat(np.arange(n), ref_len)
-    ref_keys = ref_seg * key_stride + ref_pos
-    # Coding lines: -1 (imaginary a0), transitions, width, width.
-    cod_pos, cod_first, cod_len = _segments(tr, rows, lead=-1, trail=2, offset=0)
-    # Candidates a1 = element j = 1 .. count+1 of each segment.
-    cand_per_row = cod_len - 2
-    cand_seg = np.repeat(np.arange(n), cand_per_row)
-    index_in_row = np.arange(len(cand_seg)) - np.repeat(
-        np.cumsum(cand_per_row) - cand_per_row, cand_per_row
-    )  # 0-based index of a1 among the row's changing elements
-    cand = cod_first[cand_seg] + 1 + index_in_row
-    a0 = cod_pos[cand - 1]
-    a1 = cod_pos[cand]
-    a2 = cod_pos[cand + 1]
-    seg_key = cand_seg * key_stride
-    ref_start = ref_first[cand_seg]
-    # b1: first reference element right of a0 whose colour is opposite to a0's,
-    # i.e. whose index has the same parity as a1's.
-    k = np.searchsorted(ref_keys, seg_key + a0, side="right")
-    k += ((k - ref_start) - index_in_row) & 1
-    # Pass mode while b2 < a1: q passes, each moving b1 two elements on.
-    s = np.searchsorted(ref_keys, seg_key + a1, side="left")
-    passes = np.maximum(0, (s - k) // 2)
+    Every candidate a1 (with a0 the element before it) gets its mode decided
+    independently: the b1/b2 search and the chain of pass modes depend only on
+    a0 and a1. Which candidates actually start a coding step depends on
+    horizontal mode consuming a2; that is resolved by the parity of the position
+    inside each run of horizontal decisions."""
+    width = lines.width
+    sel = lines.candidates(rows)
+    cand_row = lines.cand_row[sel]
+    a0, a1, index = lines.a0[sel], lines.a1[sel], lines.index[sel]
+    row_start = index == 0
+    # Reference line of row r: the changing elements of row r-1, which sit at
+    # cols[starts[r-1]:starts[r]]; key them by (r, position) to search all rows at once.
+    stride = width + 2
+    ref_keys = (lines.rows + 1) * stride + lines.cols
+    cols = np.append(lines.cols, width)  # index len(cols) reads as "none left": width
+    ref_start = lines.starts[np.maximum(cand_row - 1, 0)]
+    ref_end = lines.starts[cand_row]
+    a1_keys = cand_row * stride + a1
+    first_at_or_after_a1 = np.searchsorted(ref_keys, a1_keys, side="left")
+    # First reference element right of a0: from the previous candidate's search
+    # (its a1 is our a0), one further if it sits exactly at a0.
+    right_of_a0 = np.empty_like(first_at_or_after_a1)
+    right_of_a0[1:] = first_at_or_after_a1[:-1]
+    prev_keys = np.empty_like(a1_keys)
+    prev_keys[1:] = a1_keys[:-1]
+    found = np.minimum(right_of_a0, len(ref_keys) - 1)
+    if len(ref_keys):
+        right_of_a0 += (ref_keys[found] == prev_keys) & (right_of_a0 < len(ref_keys))
+    right_of_a0[row_start] = ref_start[row_start]
+    # b1 has the colour a1 changes to: its index in the reference line has a1's parity.
+    k = right_of_a0 + ((right_of_a0 - ref_start - index) & 1)
+    # Pass mode while b2 < a1; each pass moves b1 two elements on.
+    passes = np.maximum(0, (first_at_or_after_a1 - k) // 2)
     b1_index = k + 2 * passes
-    b1 = ref_pos[b1_index]
+    b1 = np.where(b1_index < ref_end, cols[np.minimum(b1_index, len(cols) - 1)], width)
     delta = a1 - b1
     horizontal = np.abs(delta) > 3
     # Which candidates start a coding step (see docstring).
-    prev_h = np.zeros_like(horizontal)
+    prev_h = np.empty_like(horizontal)
     prev_h[1:] = horizontal[:-1]
-    prev_h[np.cumsum(cand_per_row) - cand_per_row] = False
+    prev_h[row_start] = False
     idx = np.arange(len(horizontal))
     run_start = np.maximum.accumulate(np.where(horizontal & ~prev_h, idx, -1))
     prev_run_start = np.empty_like(run_start)
-    prev_run_start[0] = -1
     prev_run_start[1:] = run_start[:-1]
+    prev_run_start[:1] = -1
     start = ~prev_h | (((idx - prev_run_start) & 1) == 0)
 
-    sel = np.nonzero(start)[0]
-    passes = passes[sel]
-    horizontal = horizontal[sel]
+    steps = np.nonzero(start)[0]
+    passes = passes[steps]
+    horizontal = horizontal[steps]
     words = passes + np.where(horizontal, 3, 1)
     word_first = np.cumsum(words) - words
     total = int(words.sum())
     values = np.full(total, _PASS[0], dtype=np.uint64)
     lengths = np.full(total, _PASS[1], dtype=np.int64)
     mode_at = word_first + passes
-    vert = ~horizontal
-    vi = delta[sel][vert] + 3
-    values[mode_at[vert]] = _VERTICAL_VALUES[vi]
-    lengths[mode_at[vert]] = _VERTICAL_LENGTHS[vi]
-    hsel = sel[horizontal]
-    if len(hsel):
+    vertical = ~horizontal
+    vi = delta[steps[vertical]] + 3
+    values[mode_at[vertical]] = _VERTICAL_VALUES[vi]
+    lengths[mode_at[vertical]] = _VERTICAL_LENGTHS[vi]
+    h_steps = steps[horizontal]
+    if len(h_steps):
         h_at = mode_at[horizontal]
         values[h_at] = _HORIZONTAL[0]
         lengths[h_at] = _HORIZONTAL[1]
+        # a0 is the last pass's b2 after passes, and counts as 0 at the row start.
         h_passes = passes[horizontal]
-        # After passes a0 is the last pass's b2; at the line start a0 counts as 0.
-        a0_eff = np.where(h_passes > 0, ref_pos[b1_index[hsel] - 1], np.maximum(a0[hsel], 0))
-        first_run = a1[hsel] - a0_eff
-        second_run = a2[hsel] - a1[hsel]
-        first_white = (index_in_row[hsel] & 1) == 0
+        after_pass = cols[np.maximum(b1_index[h_steps] - 1, 0)]
+        h_a0 = np.where(h_passes > 0, after_pass, np.maximum(a0[h_steps], 0))
+        h_a1 = a1[h_steps]
+        # a2: the next candidate's a1 in the same row, else the row end.
+        nxt = np.minimum(h_steps + 1, len(a1) - 1)
+        h_a2 = np.where((h_steps + 1 < len(a1)) & ~row_start[nxt], a1[nxt], width)
+        first_run = h_a1 - h_a0
+        second_run = h_a2 - h_a1
+        first_white = (index[h_steps] & 1) == 0
         white_values, white_lengths = _run_codes(True)
         black_values, black_lengths = _run_codes(False)
         values[h_at + 1] = np.where(first_white, white_values[first_run], black_values[first_run])
@@ -263,17 +268,36 @@ def _encode_2d(tr: _Transitions, rows: np.ndarray):
         lengths[h_at + 2] = np.where(
             first_white, black_lengths[second_run], white_lengths[second_run]
         )
-    word_row = np.repeat(rows[cand_seg[sel]], words)
-    return word_row, values, lengths
+    return np.repeat(cand_row[steps], words), values, lengths
 
 
 def _pack(values: np.ndarray, lengths: np.ndarray, lsb_first: bool) -> bytes:
-    """Concatenate code words (value, bit length) MSB-first into bytes, zero-padded."""
+    """Concatenate code words (value, bit length) MSB-first into bytes, zero-padded.
+
+    Each word is placed into 64-bit output words (OR-ing the words that share an
+    output word, plus the spill of a word that straddles two). Only a word's low
+    64 bits can be non-zero (long words are zero fill before an EOL), so those
+    are all that is placed."""
     ends = np.cumsum(lengths)
     total = int(ends[-1]) if len(ends) else 0
-    shift = np.repeat(ends - 1, lengths) - np.arange(total)
-    bits = (np.repeat(values, lengths) >> np.minimum(shift, 63).astype(np.uint64)) & np.uint64(1)
-    return np.packbits(bits.astype(np.uint8), bitorder="little" if lsb_first else "big").tobytes()
+    placed = np.minimum(lengths, 64)
+    start = ends - placed
+    word = start >> 6
+    shift = 64 - (start & 63) - placed  # negative: spills into the next output word
+    fits = shift >= 0
+    main = np.where(
+        fits,
+        values << np.maximum(shift, 0).astype(np.uint64),
+        values >> np.maximum(-shift, 0).astype(np.uint64),
+    )
+    out = np.zeros((total + 63) // 64 + 1, dtype=np.uint64)
+    if len(word):
+        firsts = np.flatnonzero(np.diff(word, prepend=-1))
+        out[word[firsts]] = np.bitwise_or.reduceat(main, firsts)
+        spill = np.flatnonzero(~fits)
+        out[word[spill] + 1] |= values[spill] << (64 + shift[spill]).astype(np.uint64)
+    data = out.astype(">u8").tobytes()[: (total + 7) // 8]
+    return reverse_bits(data) if lsb_first else data
 
 
 def encode_black(
@@ -287,26 +311,86 @@ def encode_black(
     lsb_first: bool = True,
 ) -> bytes:
     """Code a bool array of rows (True = black). See :func:`encode_image`."""
+    if black.ndim != 2 or black.shape[0] < 1:
+        raise ValueError(f"cannot code an image of shape {black.shape}")
+    packed = np.packbits(np.asarray(black, dtype=bool), axis=1)
+    return _encode_packed(
+        packed,
+        black.shape[1],
+        coding,
+        k=k,
+        min_bits_per_line=min_bits_per_line,
+        rtc=rtc,
+        align_eol=align_eol,
+        lsb_first=lsb_first,
+    )
+
+
+def encode_image(
+    image: Image.Image,
+    coding: Coding,
+    *,
+    k: int = 4,
+    min_bits_per_line: int = 0,
+    rtc: bool = True,
+    align_eol: bool = False,
+    lsb_first: bool = True,
+) -> bytes:
+    """Code a PIL mode "1" image as MH, MR or MMR.
+
+    T.4 (mh, mr): each line is preceded by EOL (MR: EOL + tag bit, 1 = next line
+    1D; every ``k``-th line is 1D). Zero fill is inserted before each EOL so a
+    coded line plus its following EOL is at least ``min_bits_per_line`` bits
+    (minimum scan-line time); ``align_eol`` additionally makes every EOL end on a
+    byte boundary (TIFF Group3Options bit 2). ``rtc`` appends RTC (6 x EOL, MR:
+    EOL+1); without it the data ends after the last line (TIFF Class F strips).
+    T.6 (mmr): no EOLs and no fill (``min_bits_per_line``/``align_eol`` do not
+    apply); ``rtc`` appends EOFB. Output is zero-padded to whole bytes, each byte
+    LSB first unless ``lsb_first`` is False.
+    """
+    return _encode_packed(
+        _packed_rows(image),
+        image.size[0],
+        coding,
+        k=k,
+        min_bits_per_line=min_bits_per_line,
+        rtc=rtc,
+        align_eol=align_eol,
+        lsb_first=lsb_first,
+    )
+
+
+def _encode_packed(
+    packed: np.ndarray,
+    width: int,
+    coding: Coding,
+    *,
+    k: int,
+    min_bits_per_line: int,
+    rtc: bool,
+    align_eol: bool,
+    lsb_first: bool,
+) -> bytes:
+    """Code rows packed MSB first, 1 = black."""
     _check_coding(coding)
-    if black.ndim != 2 or black.shape[0] < 1 or not 1 <= black.shape[1] <= MAX_WIDTH:
-        raise ValueError(f"cannot code an image of shape {black.shape} (width 1..{MAX_WIDTH})")
+    height = packed.shape[0]
+    if height < 1 or not 1 <= width <= MAX_WIDTH:
+        raise ValueError(f"cannot code a {width}x{height} image (width 1..{MAX_WIDTH})")
     if k < 1:
         raise ValueError("MR K parameter must be at least 1")
     if min_bits_per_line < 0:
         raise ValueError("min_bits_per_line must not be negative")
-    black = np.ascontiguousarray(black, dtype=bool)
-    tr = _Transitions(black)
-    height = tr.height
+    lines = _Lines(packed, width)
     all_rows = np.arange(height)
     if coding == "mh":
-        groups = [_encode_1d(tr, all_rows)]
+        groups = [_encode_1d(lines, None)]
     elif coding == "mr":
         one_d = all_rows % k == 0
-        groups = [_encode_1d(tr, all_rows[one_d])]
+        groups = [_encode_1d(lines, one_d)]
         if not one_d.all():
-            groups.append(_encode_2d(tr, all_rows[~one_d]))
+            groups.append(_encode_2d(lines, ~one_d))
     else:
-        groups = [_encode_2d(tr, all_rows)]
+        groups = [_encode_2d(lines, None)]
 
     words_per_row = np.zeros(height, dtype=np.int64)
     data_bits = np.zeros(height, dtype=np.int64)
@@ -356,39 +440,6 @@ def encode_black(
         values[total - len(trailer) + i] = value
         lengths[total - len(trailer) + i] = bits
     return _pack(values, lengths, lsb_first)
-
-
-def encode_image(
-    image: Image.Image,
-    coding: Coding,
-    *,
-    k: int = 4,
-    min_bits_per_line: int = 0,
-    rtc: bool = True,
-    align_eol: bool = False,
-    lsb_first: bool = True,
-) -> bytes:
-    """Code a PIL mode "1" image as MH, MR or MMR.
-
-    T.4 (mh, mr): each line is preceded by EOL (MR: EOL + tag bit, 1 = next line
-    1D; every ``k``-th line is 1D). Zero fill is inserted before each EOL so a
-    coded line plus its following EOL is at least ``min_bits_per_line`` bits
-    (minimum scan-line time); ``align_eol`` additionally makes every EOL end on a
-    byte boundary (TIFF Group3Options bit 2). ``rtc`` appends RTC (6 x EOL, MR:
-    EOL+1); without it the data ends after the last line (TIFF Class F strips).
-    T.6 (mmr): no EOLs and no fill (``min_bits_per_line``/``align_eol`` do not
-    apply); ``rtc`` appends EOFB. Output is zero-padded to whole bytes, each byte
-    LSB first unless ``lsb_first`` is False.
-    """
-    return encode_black(
-        image_to_black(image),
-        coding,
-        k=k,
-        min_bits_per_line=min_bits_per_line,
-        rtc=rtc,
-        align_eol=align_eol,
-        lsb_first=lsb_first,
-    )
 
 
 # --------------------------------------------------------------------------- decoder
