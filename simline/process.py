@@ -39,9 +39,10 @@ def serve(
     if len(set(names)) != len(names):
         raise InputError("devices need distinct file names: the name labels each call's files")
     stop = stop or threading.Event()
+    previous = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())
+            previous[signum] = signal.signal(signum, lambda *_: stop.set())
     lines: list[SimulatedLine] = []
     try:
         for device in devices:
@@ -59,6 +60,8 @@ def serve(
                 line.stop()
             except LineError as exc:
                 failures.append(str(exc))
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     for failure in failures:
         print(f"faxgate line: {failure}", file=sys.stderr)
     return 1 if failures else 0

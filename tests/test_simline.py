@@ -255,3 +255,16 @@ def test_call_numbers_continue_across_restarts(tmp_path: Path) -> None:
             at(port, b"ATD1", until=b"BUSY\r\n")
             wait_for_fax(out, count=before + 1, timeout=5)
     assert [call.call for call in read_sidecars(out, "modem0")] == [1, 2]
+
+
+def test_cli_rejects_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from faxgate.cli import main
+
+    missing_dir = tmp_path / "nowhere" / "modem0"
+    assert main(["line", "--device", str(missing_dir), "--outdir", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    same_name = [str(tmp_path / "a" / "modem0"), str(tmp_path / "b" / "modem0")]
+    argv = ["line", "--outdir", str(tmp_path), "--device", same_name[0], "--device", same_name[1]]
+    assert main(argv) == 2
+    assert "distinct" in capsys.readouterr().err
+    assert main(["line", "--device", "x", "--outdir", str(tmp_path), "--pacing", "0"]) == 2
