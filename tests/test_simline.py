@@ -228,15 +228,17 @@ def test_line_as_a_process(tmp_path: Path) -> None:
     _, files = efax_files(tmp_path, 1, "standard")
     device = tmp_path / "modem0"
     out = tmp_path / "out"
+    spare = tmp_path / "modem1"
     options = LineOptions(pacing=EFAX_PACING, max_rate=9600, noise_dbm0=-55, csi="555 0142")
-    process = LineProcess([device], out, options)
+    process = LineProcess([device, spare], out, options)
     with process:
-        assert device.is_symlink()
+        assert device.is_symlink() and spare.is_symlink()
+        assert os.readlink(device) != os.readlink(spare)
         sent = efax.send(device, files)
         assert sent.returncode == 0, sent.log
         (fax,) = wait_for_fax(out, timeout=10)
     assert process.process is not None and process.process.returncode == 0, process.stderr()
-    assert not device.exists() and not device.is_symlink()
+    assert not device.is_symlink() and not spare.is_symlink()
     assert (fax.result, fax.bit_rate) == ("ok", 9600)
     assert "555 0142" in sent.log
     sidecar = json.loads((out / "modem0-0001.json").read_text())
