@@ -118,51 +118,53 @@ def _packed_rows(image: Image.Image) -> np.ndarray:
 
 
 class _Lines:
-    """Changing elements of every row, and every coding step candidate.
+    """Coding-step candidates of every row.
 
     A changing element is a pixel whose colour differs from the pixel to its
-    left (an imaginary white pixel precedes each row). Candidates are, per row,
-    each changing element plus the imaginary one at ``width`` that ends the row:
-    ``a1`` with ``a0`` the element before it (-1 at the row start) and ``a2`` the
-    one after (``width`` at the end). 1D coding turns them into runs, 2D coding
+    left (an imaginary white pixel precedes each row). The candidates of a row
+    are its changing elements plus an imaginary one at ``width`` that ends the
+    row, as flat arrays over all rows: ``a1`` (position), ``row``, ``a0`` (the
+    candidate before, -1 at the row start) and ``index`` (0-based within the
+    row; even = a change to black). 1D coding turns them into runs, 2D coding
     into modes."""
 
     def __init__(self, black: np.ndarray, width: int) -> None:
         height, stride = black.shape
-        # Each pixel XOR its left neighbour, eight pixels per byte at once; then
-        # the set bits of the (few) non-zero bytes are the changing elements.
-        left = black >> 1
-        left[:, 1:] |= black[:, :-1] << 7
-        changed = (black ^ left).ravel()
-        changed_bytes = np.flatnonzero(changed)
-        changed_bits = np.flatnonzero(np.unpackbits(changed[changed_bytes]))
+        if stride * 8 < width + 1:  # room for the end-of-row marker bit
+            black = np.concatenate([black, np.zeros((height, 1), dtype=np.uint8)], axis=1)
+            stride += 1
+        # Each pixel XOR its left neighbour, eight pixels per byte at once.
+        changed = black >> 1
+        changed[:, 1:] |= black[:, :-1] << 7
+        changed ^= black
+        # Mark position `width` and clear the padding after it.
+        end_byte, end_bit = divmod(width, 8)
+        keep = (0xFF00 >> end_bit) & 0xFF  # the bits before `width` in its byte
+        changed[:, end_byte] = (changed[:, end_byte] & keep) | (0x80 >> end_bit)
+        changed[:, end_byte + 1 :] = 0
+        # The set bits of the (few) non-zero bytes, in row-major order.
+        flat = changed.ravel()
+        changed_bytes = np.flatnonzero(flat)
+        changed_bits = np.flatnonzero(np.unpackbits(flat[changed_bytes]))
         byte = changed_bytes[changed_bits >> 3]
-        rows = byte // stride
-        cols = (byte - rows * stride) * 8 + (changed_bits & 7)
-        inside = cols < width  # drop the row padding bits
-        self.cols = cols[inside]
-        self.rows = rows[inside]
+        self.row = byte // stride
+        self.a1 = (byte - self.row * stride) * 8 + (changed_bits & 7)
         self.width = width
         self.height = height
-        self.counts = np.bincount(self.rows, minlength=height)
-        self.starts = np.zeros(height + 1, dtype=np.int64)
-        np.cumsum(self.counts, out=self.starts[1:])
-        n = len(self.cols)
-        per_row = self.counts + 1
-        self.cand_first = self.starts[:-1] + np.arange(height)
-        self.cand_row = np.repeat(np.arange(height), per_row)
-        self.a1 = np.full(n + height, width, dtype=np.int64)
-        self.a1[np.arange(n) + self.rows] = self.cols
+        ends = np.flatnonzero(self.a1 == width)
+        self.first = np.empty(height, dtype=np.int64)  # first candidate of each row
+        self.first[0] = 0
+        self.first[1:] = ends[:-1] + 1
         self.a0 = np.empty_like(self.a1)
         self.a0[1:] = self.a1[:-1]
-        self.a0[self.cand_first] = -1
-        self.index = np.arange(n + height) - np.repeat(self.cand_first, per_row)
+        self.a0[self.first] = -1
+        self.index = np.arange(len(self.a1)) - self.first[self.row]
 
     def candidates(self, rows: np.ndarray | None) -> np.ndarray | slice:
         """Index of the candidates of the selected rows (None: all rows)."""
         if rows is None:
             return slice(None)
-        return np.nonzero(rows[self.cand_row])[0]
+        return np.flatnonzero(rows[self.row])
 
 
 def _encode_1d(lines: _Lines, rows: np.ndarray | None):
@@ -174,7 +176,7 @@ def _encode_1d(lines: _Lines, rows: np.ndarray | None):
     white = (lines.index[sel] & 1) == 0
     values = np.where(white, white_values[runs], black_values[runs])
     lengths = np.where(white, white_lengths[runs], black_lengths[runs])
-    return lines.cand_row[sel], values, lengths
+    return lines.row[sel], values, lengths
 
 
 def _encode_2d(lines: _Lines, rows: np.ndarray | None):
@@ -187,57 +189,56 @@ def _encode_2d(lines: _Lines, rows: np.ndarray | None):
     horizontal mode consuming a2; that is resolved by the parity of the position
     inside each run of horizontal decisions."""
     width = lines.width
+    stride = width + 2  # keys row * stride + position keep rows apart
+    keys = lines.row * stride + lines.a1
+    # The reference for row r is row r-1's candidates (its end marker included):
+    # ref_keys shifts every row down by one behind an all-white row 0.
+    ref_keys = np.concatenate(([width], keys + stride))
+    ref_pos = np.concatenate(([width], lines.a1))
+    ref_first = np.concatenate(([0], lines.first[:-1] + 1))  # per row
+    ref_end = np.concatenate(([0], lines.first[1:]))  # index of the reference's end marker
     sel = lines.candidates(rows)
-    cand_row = lines.cand_row[sel]
-    a0, a1, index = lines.a0[sel], lines.a1[sel], lines.index[sel]
-    row_start = index == 0
-    # Reference line of row r: the changing elements of row r-1, which sit at
-    # cols[starts[r-1]:starts[r]]; key them by (r, position) to search all rows at once.
-    stride = width + 2
-    ref_keys = (lines.rows + 1) * stride + lines.cols
-    cols = np.append(lines.cols, width)  # index len(cols) reads as "none left": width
-    ref_start = lines.starts[np.maximum(cand_row - 1, 0)]
-    ref_end = lines.starts[cand_row]
-    a1_keys = cand_row * stride + a1
-    first_at_or_after_a1 = np.searchsorted(ref_keys, a1_keys, side="left")
-    # First reference element right of a0: from the previous candidate's search
-    # (its a1 is our a0), one further if it sits exactly at a0.
-    right_of_a0 = np.empty_like(first_at_or_after_a1)
-    right_of_a0[1:] = first_at_or_after_a1[:-1]
-    prev_keys = np.empty_like(a1_keys)
-    prev_keys[1:] = a1_keys[:-1]
-    found = np.minimum(right_of_a0, len(ref_keys) - 1)
-    if len(ref_keys):
-        right_of_a0 += (ref_keys[found] == prev_keys) & (right_of_a0 < len(ref_keys))
-    right_of_a0[row_start] = ref_start[row_start]
-    # b1 has the colour a1 changes to: its index in the reference line has a1's parity.
-    k = right_of_a0 + ((right_of_a0 - ref_start - index) & 1)
+    row, a0, a1, index = lines.row[sel], lines.a0[sel], lines.a1[sel], lines.index[sel]
+    row_start = np.flatnonzero(index == 0)
+    # First reference element at or right of a1 (never past the end marker).
+    at_a1 = np.searchsorted(ref_keys, keys[sel], side="left")
+    # First reference element right of a0: the previous candidate's search (its
+    # a1 is our a0), one further if that element sits exactly at a0.
+    right_of_a0 = np.empty_like(at_a1)
+    right_of_a0[1:] = at_a1[:-1]
+    right_of_a0[0] = 0
+    right_of_a0 += ref_pos[right_of_a0] == a0
+    right_of_a0[row_start] = ref_first[row[row_start]]
+    # b1 changes to the colour a1 changes to: same parity of index within its row.
+    k = right_of_a0 + ((right_of_a0 - ref_first[row] - index) & 1)
     # Pass mode while b2 < a1; each pass moves b1 two elements on.
-    passes = np.maximum(0, (first_at_or_after_a1 - k) // 2)
-    b1_index = k + 2 * passes
-    b1 = np.where(b1_index < ref_end, cols[np.minimum(b1_index, len(cols) - 1)], width)
-    delta = a1 - b1
+    passes = np.maximum(0, (at_a1 - k) // 2)
+    b1_index = np.minimum(k + 2 * passes, ref_end[row])
+    delta = a1 - ref_pos[b1_index]
     horizontal = np.abs(delta) > 3
-    # Which candidates start a coding step (see docstring).
-    prev_h = np.empty_like(horizontal)
-    prev_h[1:] = horizontal[:-1]
-    prev_h[row_start] = False
-    idx = np.arange(len(horizontal))
-    run_start = np.maximum.accumulate(np.where(horizontal & ~prev_h, idx, -1))
-    prev_run_start = np.empty_like(run_start)
-    prev_run_start[1:] = run_start[:-1]
-    prev_run_start[:1] = -1
-    start = ~prev_h | (((idx - prev_run_start) & 1) == 0)
+    # A horizontal step consumes the candidate after it (its a2), unless that
+    # candidate was itself consumed: within a run of horizontal decisions every
+    # second one is skipped, counted from the run's first.
+    h = np.flatnonzero(horizontal)
+    start = np.ones(len(a1), dtype=bool)
+    if len(h):
+        after = h + 1
+        same_row = after < len(a1)
+        same_row[same_row] = index[after[same_row]] != 0
+        run_first = np.ones(len(h), dtype=bool)
+        run_first[1:] = (h[1:] != h[:-1] + 1) | (index[h[1:]] == 0)
+        run_start = np.maximum.accumulate(np.where(run_first, h, -1))
+        skipped = after[same_row & ((after - run_start) % 2 == 1)]
+        start[skipped] = False
 
-    steps = np.nonzero(start)[0]
+    steps = np.flatnonzero(start)
     passes = passes[steps]
     horizontal = horizontal[steps]
     words = passes + np.where(horizontal, 3, 1)
-    word_first = np.cumsum(words) - words
+    mode_at = np.cumsum(words) - words + passes
     total = int(words.sum())
     values = np.full(total, _PASS[0], dtype=np.uint64)
     lengths = np.full(total, _PASS[1], dtype=np.int64)
-    mode_at = word_first + passes
     vertical = ~horizontal
     vi = delta[steps[vertical]] + 3
     values[mode_at[vertical]] = _VERTICAL_VALUES[vi]
@@ -248,13 +249,12 @@ def _encode_2d(lines: _Lines, rows: np.ndarray | None):
         values[h_at] = _HORIZONTAL[0]
         lengths[h_at] = _HORIZONTAL[1]
         # a0 is the last pass's b2 after passes, and counts as 0 at the row start.
-        h_passes = passes[horizontal]
-        after_pass = cols[np.maximum(b1_index[h_steps] - 1, 0)]
-        h_a0 = np.where(h_passes > 0, after_pass, np.maximum(a0[h_steps], 0))
+        after_pass = ref_pos[np.maximum(b1_index[h_steps] - 1, 0)]
+        h_a0 = np.where(passes[horizontal] > 0, after_pass, np.maximum(a0[h_steps], 0))
         h_a1 = a1[h_steps]
-        # a2: the next candidate's a1 in the same row, else the row end.
+        # a2: the next candidate in the same row, else the row end.
         nxt = np.minimum(h_steps + 1, len(a1) - 1)
-        h_a2 = np.where((h_steps + 1 < len(a1)) & ~row_start[nxt], a1[nxt], width)
+        h_a2 = np.where((h_steps + 1 < len(a1)) & (index[nxt] != 0), a1[nxt], width)
         first_run = h_a1 - h_a0
         second_run = h_a2 - h_a1
         first_white = (index[h_steps] & 1) == 0
@@ -268,7 +268,7 @@ def _encode_2d(lines: _Lines, rows: np.ndarray | None):
         lengths[h_at + 2] = np.where(
             first_white, black_lengths[second_run], white_lengths[second_run]
         )
-    return np.repeat(cand_row[steps], words), values, lengths
+    return np.repeat(row[steps], words), values, lengths
 
 
 def _pack(values: np.ndarray, lengths: np.ndarray, lsb_first: bool) -> bytes:
