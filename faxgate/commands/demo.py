@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.pacing <= 0 or args.timeout <= 0:
         raise InputError("--pacing and --timeout must be positive")
-    result = run_demo(args.workdir, pacing=args.pacing, timeout=args.timeout)
+    try:
+        result = run_demo(args.workdir, pacing=args.pacing, timeout=args.timeout)
+    except KeyboardInterrupt:
+        print("faxgate demo: interrupted; everything it started is stopped", file=sys.stderr)
+        return 130
     print(f"\ndemo OK: job {result.job_id} {result.job_state}")
     return 0
