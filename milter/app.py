@@ -290,6 +290,7 @@ class FaxMilter(Milter.Base):
         return Rejection(550, "5.6.0", "\n".join(lines), "bad_subject")
 
     def _spool_job(self) -> int:
+        started = time.monotonic()
         facts = self.facts
         assert facts is not None and facts.sender is not None
         limits = self.config.limits
@@ -366,9 +367,11 @@ class FaxMilter(Milter.Base):
             return self._without_fax()
         self._record(job, now)
         summary = ", ".join(f"{d['filename']} ({d['format']})" for d in documents)
+        elapsed_ms = (time.monotonic() - started) * 1e3
         self._event(
             "accepted",
-            f"job {job_id}: {len(facts.recipients)} recipient(s), {summary}",
+            f"job {job_id}: {len(facts.recipients)} recipient(s), {summary}"
+            f" ({len(raw)} bytes checked and spooled in {elapsed_ms:.0f} ms)",
             job_id,
         )
         return self._without_fax()
@@ -482,6 +485,10 @@ class FaxMilter(Milter.Base):
 def run(config: Config, store: Store | None = None) -> None:
     """Serve ``[milter] socket`` until SIGTERM/SIGINT (blocks; one thread per connection)."""
     runtime = Runtime.create(config, store)
+    # sniff() imports the PDF libraries on first use; do it now, not in the first fax's reply.
+    import pypdf  # noqa: F401
+    import pypdfium2  # noqa: F401
+
     Milter.factory = lambda: FaxMilter(runtime)
     # Actions we use: delrcpt for mixed recipients, setsymlist to ask only for needed macros.
     Milter.set_flags(Milter.DELRCPT | Milter.SETSYMLIST)
