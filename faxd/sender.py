@@ -123,6 +123,7 @@ class ImagePages:
         if not pages:
             raise ValueError("a fax needs at least one page")
         self._pages = list(pages)
+        self._coded: dict[tuple[int, str, str, int], bytes] = {}
         finest = max(_LINES_PER_STEP[p.resolution] for p in self._pages)
         self._resolution = next(r for r, n in _LINES_PER_STEP.items() if n == finest)
 
@@ -140,15 +141,25 @@ class ImagePages:
         return convert_resolution(page.image, page.resolution, resolution)
 
     def encode(self, index: int, session: Session) -> bytes:
-        image = self.image_for(index, session.resolution)
-        return t4.encode_image(
-            image,
-            session.coding,
-            k=t4.k_for_resolution(session.resolution),
-            min_bits_per_line=session.min_bits_per_line,
-            rtc=True,
-            lsb_first=True,
-        )
+        return self.coded(index, session.resolution, session.coding, session.min_bits_per_line)
+
+    def coded(self, index: int, resolution: str, coding: str, min_bits_per_line: int = 0) -> bytes:
+        """T.4 data of page ``index``; cached, since the same page is often sent again
+        (RTN) and the first page is coded before dialling to keep the turn-around short."""
+        key = (index, resolution, coding, min_bits_per_line)
+        data = self._coded.get(key)
+        if data is None:
+            data = t4.encode_image(
+                self.image_for(index, resolution),
+                coding,  # type: ignore[arg-type]
+                k=t4.k_for_resolution(resolution),
+                min_bits_per_line=min_bits_per_line,
+                rtc=True,
+                lsb_first=True,
+            )
+            self._coded = {k: v for k, v in self._coded.items() if k[0] >= index}
+            self._coded[key] = data
+        return data
 
 
 def _event_for(answer: ReceivedFrame | str) -> Event:
@@ -258,6 +269,9 @@ def send_fax(
             reset_and_probe(modem)
         except (ModemGone, ModemError) as exc:
             return machine.abort("modem_error", f"modem not ready: {exc}", time.monotonic())
+        # Most far ends take our best resolution and MR with no scan-time fill:
+        # code the first page for that now, not in the gap after CFR.
+        source.coded(first_page, source.resolution, options.coding)
         return run_call(modem, machine, record, on_page_confirmed)
     finally:
         port.close()

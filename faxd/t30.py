@@ -162,7 +162,10 @@ class PageSource(Protocol):
     @property
     def resolution(self) -> str: ...
 
-    def encode(self, index: int, session: Session) -> bytes: ...
+    def encode(self, index: int, session: Session) -> bytes:
+        """Page ``index`` coded for ``session``. Called right after CFR/MCF, where
+        Class 1 leaves little time: implementations should cache."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -525,14 +528,9 @@ class T30Sender:
         index = yield from self._train(capabilities, modulations, 0)
         page = self.result.first_page
         rejections = 0
-        encoded: dict[tuple[int, Session], bytes] = {}
         while page < self.pages.count:
             session = self._session_now
-            key = (page, session)
-            if key not in encoded:
-                encoded.clear()
-                encoded[key] = self.pages.encode(page, session)
-            data = encoded[key]
+            data = self.pages.encode(page, session)
             modulation = session.modulation
             # After a good TCF every page of the session may use V.17's short
             # training (T.30 5.3.2.6); the receiver expects it.
