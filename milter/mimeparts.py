@@ -91,7 +91,7 @@ def decode_bytes(data: bytes, charset: str | None = None) -> str:
 def _decode_word(encoding: str, payload: str) -> bytes | None:
     try:
         if encoding in "bB":
-            return base64.b64decode(payload + "=" * (-len(payload) % 4), validate=False)
+            return base64.b64decode(payload + "=" * (-len(payload) % 4), validate=True)
         return binascii.a2b_qp(payload.encode("ascii", "replace"), header=True)
     except (binascii.Error, ValueError):
         return None

@@ -1,0 +1,127 @@
+"""Header decoding and MIME splitting on hostile and Chinese input."""
+
+from __future__ import annotations
+
+import base64
+from email.message import EmailMessage
+
+import pytest
+from faxgate.milter.mimeparts import (
+    MalformedMessage,
+    ascii_safe,
+    decode_bytes,
+    decode_header,
+    describe_char,
+    display_filename,
+    split_message,
+)
+from faxgate.milter.rules.auth_results import passes
+
+
+def b_word(charset: str, text: str, codec: str | None = None) -> str:
+    return f"=?{charset}?B?{base64.b64encode(text.encode(codec or charset)).decode()}?="
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b_word("GB2312", "金恒科技"), "金恒科技"),
+        # GB2312 declared, GBK-only character sent (common): decoded as GB18030.
+        (b_word("GB2312", "镕基", "gbk"), "镕基"),
+        (b_word("big5", "金恆科技"), "金恆科技"),
+        (b_word("UTF-8", "张三"), "张三"),
+        ("=?utf-8?q?=E5=BC=A0_=E4=B8=89?=", "张 三"),
+        # Adjacent words are joined without the space between them.
+        (b_word("utf-8", "75") + " " + b_word("utf-8", "5-1"), "755-1"),
+        ("755-8323 =?bogus?B?%%%?=", "755-8323 =?bogus?B?%%%?="),
+        ("folded\r\n line", "folded line"),
+    ],
+)
+def test_decode_header(raw: str, expected: str) -> None:
+    assert decode_header(raw) == expected
+
+
+def test_multibyte_character_split_across_encoded_words() -> None:
+    data = "金恒".encode("gb18030")
+    first = base64.b64encode(data[:3]).decode()
+    second = base64.b64encode(data[3:]).decode()
+    assert decode_header(f"=?gbk?B?{first}?= =?gbk?B?{second}?=") == "金恒"
+
+
+@pytest.mark.parametrize(
+    ("text", "codec"), [("金恒科技", "utf-8"), ("金恒科技", "gb18030"), ("金恆科技", "big5")]
+)
+def test_raw_8bit_guessing(text: str, codec: str) -> None:
+    assert decode_bytes(text.encode(codec)) == text
+    assert decode_header(b"86-755-1/" + text.encode(codec)) == f"86-755-1/{text}"
+
+
+def test_ascii_safe_and_describe() -> None:
+    assert ascii_safe("a张\x00b") == "a\\u5f20\\u0000b"
+    assert ascii_safe("x" * 1000, 50).endswith("...") and len(ascii_safe("x" * 1000, 50)) == 50
+    assert describe_char("；") == "U+FF1B FULLWIDTH SEMICOLON"
+    assert describe_char("x") == "'x'"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("../../etc/passwd", "passwd"),
+        ("C:\\Users\\x\\evil.exe", "evil.exe"),
+        ("\x1b[31mred\x00.pdf", "[31mred.pdf"),
+        ("...", "attachment 3"),
+        (None, "attachment 3"),
+        ("a" * 300 + ".pdf", "a" * 117 + "..."),
+    ],
+)
+def test_display_filename(name: str | None, expected: str) -> None:
+    assert display_filename(name, 3) == expected
+
+
+def test_signature_and_forwarded_message_parts() -> None:
+    msg = EmailMessage()
+    msg["Subject"] = "x"
+    msg.set_content("text")
+    msg.add_attachment(b"%PDF-1.4 x", maintype="application", subtype="pdf", filename="a.pdf")
+    msg.add_attachment(b"sig", maintype="application", subtype="pgp-signature")
+    inner = EmailMessage()
+    inner["Subject"] = "fwd"
+    inner.set_content("inner")
+    msg.add_attachment(inner)
+    parts = split_message(msg.as_bytes())
+    assert [a.filename for a in parts.attachments][0] == "a.pdf"
+    assert parts.attachments[1].unsupported and "e-mail" in parts.attachments[1].unsupported
+    assert parts.body_text == "text"
+    indexes = [p for p, _ in enumerate(msg.walk())]
+    assert parts.attachments[0].part in indexes
+
+
+def test_html_only_body_text() -> None:
+    msg = EmailMessage()
+    msg.set_content("<html><style>p{}</style><p>Hello &amp; bye</p></html>", subtype="html")
+    assert split_message(msg.as_bytes()).body_text == "Hello & bye"
+
+
+def test_absurd_nesting_is_malformed_not_a_crash() -> None:
+    deep = b"".join(
+        b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (i, i)
+        for i in range(3000)
+    )
+    with pytest.raises(MalformedMessage, match="cannot be parsed"):
+        split_message(deep)
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("mx; dkim=pass header.d=example.com", True),
+        ("mx; dkim=pass header.i=@mail.example.com", True),
+        ("mx; dkim=fail header.d=example.com; dmarc=pass header.from=example.com", True),
+        ("mx; dkim=pass header.d=evil.com", False),
+        ("mx; dkim=pass (comment; dkim=pass header.d=example.com) header.d=evil.com", False),
+        ("mx; dmarc=fail header.from=example.com", False),
+        ("mx", False),
+    ],
+)
+def test_authentication_results_alignment(value: str, ok: bool) -> None:
+    assert passes(value, "example.com") is ok
