@@ -8,8 +8,10 @@ exit 1 and the failing line must name that check.
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -161,3 +163,24 @@ def test_starttls_required_but_not_offered(setup: Setup) -> None:
     assert not results["smtp"].ok and "does not offer STARTTLS" in results["smtp"].detail
     assert not results["config"].ok and "[fax] modems is empty" in results["config"].detail
     assert results["store"].ok and results["spool"].ok
+
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "deploy" / "faxgate.toml.example"
+
+
+def test_example_config_lists_every_key_with_its_default() -> None:
+    """deploy/faxgate.toml.example stays in step with faxgate.config.SECTIONS."""
+    text = EXAMPLE.read_text(encoding="utf-8")
+    assert config.parse(tomllib.loads(text)) == config.parse({})  # as shipped: all defaults
+    uncommented = "\n".join(
+        line[1:] if line.startswith("#") and " = " in line and not line.startswith("# ") else line
+        for line in text.splitlines()
+    )
+    data = tomllib.loads(uncommented)
+    defaults = config.parse({})
+    for name, cls in config.SECTIONS.items():
+        for key in dataclasses.fields(cls):
+            assert key.name in data.get(name, {}), f"[{name}] {key.name} missing: {key.metadata}"
+            value = data[name][key.name]
+            assert value == getattr(getattr(defaults, name), key.name), f"[{name}] {key.name}"
+    assert config.parse(data) == defaults  # no unknown keys, every value valid
