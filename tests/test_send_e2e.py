@@ -75,7 +75,13 @@ def assert_pixel_identical(received, pages: ImagePages, resolution: str, first: 
 
 @pytest.mark.parametrize(
     ("resolution", "coding", "count"),
-    [("fine", "mr", 1), ("standard", "mh", 3), ("fine", "mh", 2), ("standard", "mr", 2)],
+    [
+        ("fine", "mr", 1),
+        ("standard", "mh", 3),
+        ("fine", "mh", 2),
+        ("standard", "mr", 2),
+        ("superfine", "mr", 1),
+    ],
 )
 def test_pages_arrive_pixel_identical(line, tmp_path, resolution, coding, count):
     sim = line()
@@ -94,16 +100,20 @@ def test_pages_arrive_pixel_identical(line, tmp_path, resolution, coding, count)
     assert_pixel_identical(received, pages, resolution)
 
 
-def test_fine_pages_to_a_standard_only_far_end_drop_every_other_line(line, tmp_path):
-    sim = line(resolutions=("standard",))
-    pages = ImagePages([make_page("fine", 7)])
+@pytest.mark.parametrize(
+    ("sent", "far_end", "step"),
+    [("fine", "standard", 2), ("superfine", "fine", 2), ("superfine", "standard", 4)],
+)
+def test_finer_pages_to_a_coarser_far_end_drop_lines(line, tmp_path, sent, far_end, step):
+    sim = line(resolutions=(far_end,))
+    pages = ImagePages([make_page(sent, 7)])
     result = send_fax(str(sim.device), "1", pages, options(tmp_path))
-    assert result.ok and result.resolution == "standard"
+    assert result.ok and result.resolution == far_end
     (received,) = sim.wait_for_fax(1, timeout=20)
-    assert received.resolution == "standard"
-    assert_pixel_identical(received, pages, "standard")
-    fine = np.asarray(pages.image_for(0, "fine"))
-    assert (np.asarray(received.images()[0]) == fine[::2]).all()
+    assert received.resolution == far_end
+    assert_pixel_identical(received, pages, far_end)
+    original = np.asarray(pages.image_for(0, sent))
+    assert (np.asarray(received.images()[0]) == original[::step]).all()
 
 
 @pytest.mark.parametrize(("max_rate", "modulation"), [(9600, "V.29 9600"), (4800, "V.27ter 4800")])
