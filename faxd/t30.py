@@ -239,9 +239,9 @@ class T30Sender:
         )
         self.now = 0.0
         self._start_time = 0.0
-        self._dcn_received = False
         self._connected = False
         self._no_carrier = False
+        self._trained: Session | None = None  # what the last CFR accepted
         self._procedure = self._run()
         next(self._procedure)  # to the priming yield; start() sends the first None
         self.finished = False
@@ -319,7 +319,7 @@ class T30Sender:
 
     # --- the procedure -----------------------------------------------------------------
 
-    def _run(self) -> Generator[Action, Event | None, None]:
+    def _run(self) -> Generator[Action | None, Event | None, None]:
         yield  # primed by start()
         try:
             yield from self._call()
@@ -504,7 +504,7 @@ class T30Sender:
             ]
             response = yield from self._exchange("DCS", steps, _DCS_RESPONSES)
             if response.kind == fr.CFR:
-                self._session_now = session
+                self._trained = session
                 r = self.result
                 r.bit_rate, r.modulation = modulation.bit_rate, modulation.name
                 r.resolution, r.coding = session.resolution, session.coding
@@ -529,7 +529,8 @@ class T30Sender:
         page = self.result.first_page
         rejections = 0
         while page < self.pages.count:
-            session = self._session_now
+            session = self._trained
+            assert session is not None  # set by _train before the first page
             data = self.pages.encode(page, session)
             modulation = session.modulation
             # After a good TCF every page of the session may use V.17's short
