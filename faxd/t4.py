@@ -103,9 +103,7 @@ def image_to_black(image: Image.Image) -> np.ndarray:
 
 def black_to_image(black: np.ndarray) -> Image.Image:
     """Inverse of :func:`image_to_black`."""
-    height, width = black.shape
-    packed = np.packbits(black, axis=1)
-    return Image.frombytes("1", (width, height), packed.tobytes(), "raw", "1;I")
+    return packed_to_image(np.packbits(black, axis=1), black.shape[1])
 
 
 def _packed_rows(image: Image.Image) -> np.ndarray:
@@ -605,19 +603,20 @@ class _Decoder:
     def only_zeros_from(self, pos: int) -> bool:
         return self.skip_zeros(pos) >= self.nbits
 
-    def check_row_count(self, rows: list[list[int]]) -> bool:
+    def complete(self, rows: list[list[int]]) -> bool:
         """True when the expected number of rows has been decoded."""
-        if self.height is not None and len(rows) >= self.height:
-            return True
+        return self.height is not None and len(rows) >= self.height
+
+    def make_room(self, rows: list[list[int]]) -> None:
+        """Refuse to decode one row more than ``max_height``."""
         if len(rows) >= self.max_height:
             raise self.error(f"more than {self.max_height} rows", len(rows))
-        return False
 
     def decode_t4(self) -> list[list[int]]:
         mr = self.coding == "mr"
         rows: list[list[int]] = []
         previous: list[int] = []
-        while not self.check_row_count(rows):
+        while not self.complete(rows):
             eols = 0
             tag = None
             while (after := self.eol_at(self.pos)) is not None:
@@ -632,6 +631,7 @@ class _Decoder:
                 break  # RTC
             if mr and tag is None:
                 raise self.error("2D-coded line without EOL and tag bit", len(rows))
+            self.make_room(rows)
             if mr and tag == 0:
                 previous = self.row_2d(previous, len(rows))
             else:
@@ -644,7 +644,7 @@ class _Decoder:
     def decode_t6(self) -> list[list[int]]:
         rows: list[list[int]] = []
         previous: list[int] = []
-        while not self.check_row_count(rows):
+        while not self.complete(rows):
             if self.pos >= self.nbits or self.only_zeros_from(self.pos):
                 break
             after = self.eol_at(self.pos)
@@ -652,6 +652,7 @@ class _Decoder:
                 if self.eol_at(after) is None:
                     raise self.error("EOL inside T.6 data", len(rows))
                 break  # EOFB
+            self.make_room(rows)
             previous = self.row_2d(previous, len(rows))
             if self.pos > self.nbits:
                 raise self.error("line runs past the end of the data", len(rows))
@@ -659,7 +660,7 @@ class _Decoder:
         return rows
 
 
-def decode_black(
+def decode_packed(
     data: bytes,
     width: int,
     coding: Coding,
@@ -668,7 +669,8 @@ def decode_black(
     height: int | None = None,
     max_height: int = DEFAULT_MAX_HEIGHT,
 ) -> np.ndarray:
-    """Decode to a bool array of rows (True = black). See :func:`decode_image`."""
+    """Decode to rows packed MSB first, 1 = black, each padded to whole bytes
+    (PIL's "1;I" layout). See :func:`decode_image`."""
     _check_coding(coding)
     if not 1 <= width <= MAX_WIDTH:
         raise ValueError(f"width must be 1..{MAX_WIDTH}, not {width}")
@@ -685,11 +687,39 @@ def decode_black(
         raise T4DecodeError(
             f"{coding.upper()} data: only {len(rows)} of {height} rows (data truncated)"
         )
-    counts = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
-    cols = np.fromiter((c for r in rows for c in r), dtype=np.int64, count=int(counts.sum()))
-    marks = np.zeros((len(rows), width + 1), dtype=np.uint8)
-    marks[np.repeat(np.arange(len(rows)), counts), cols] = 1
-    return np.bitwise_xor.accumulate(marks, axis=1)[:, :width].astype(bool)
+    # Changing elements -> pixels, a block of rows at a time to bound memory.
+    packed = np.empty((len(rows), (width + 7) // 8), dtype=np.uint8)
+    block = max(1, (1 << 22) // (width + 1))
+    for first in range(0, len(rows), block):
+        chunk = rows[first : first + block]
+        counts = np.fromiter(map(len, chunk), dtype=np.int64, count=len(chunk))
+        cols = np.fromiter((c for r in chunk for c in r), dtype=np.int64, count=int(counts.sum()))
+        marks = np.zeros((len(chunk), width + 1), dtype=np.uint8)
+        marks[np.repeat(np.arange(len(chunk)), counts), cols] = 1
+        black = np.bitwise_xor.accumulate(marks, axis=1)[:, :width]
+        packed[first : first + len(chunk)] = np.packbits(black, axis=1)
+    return packed
+
+
+def packed_to_image(packed: np.ndarray, width: int) -> Image.Image:
+    """A mode "1" image from rows packed MSB first, 1 = black."""
+    return Image.frombytes("1", (width, len(packed)), packed.tobytes(), "raw", "1;I")
+
+
+def decode_black(
+    data: bytes,
+    width: int,
+    coding: Coding,
+    *,
+    lsb_first: bool = True,
+    height: int | None = None,
+    max_height: int = DEFAULT_MAX_HEIGHT,
+) -> np.ndarray:
+    """Decode to a bool array of rows (True = black). See :func:`decode_image`."""
+    packed = decode_packed(
+        data, width, coding, lsb_first=lsb_first, height=height, max_height=max_height
+    )
+    return np.unpackbits(packed, axis=1, count=width).astype(bool)
 
 
 def decode_image(
@@ -709,6 +739,7 @@ def decode_image(
     Raises :class:`T4DecodeError` on malformed or truncated data, or when more
     than ``max_height`` rows would result.
     """
-    return black_to_image(
-        decode_black(data, width, coding, lsb_first=lsb_first, height=height, max_height=max_height)
+    packed = decode_packed(
+        data, width, coding, lsb_first=lsb_first, height=height, max_height=max_height
     )
+    return packed_to_image(packed, width)

@@ -22,10 +22,10 @@ from faxgate.faxd.t4 import (
     DEFAULT_MAX_HEIGHT,
     MAX_WIDTH,
     Coding,
-    black_to_image,
-    decode_black,
+    decode_packed,
     encode_image,
     k_for_resolution,
+    packed_to_image,
 )
 
 #: Most pages we read from one file; a hostile file must not make us loop.
@@ -280,7 +280,7 @@ def _page(tiff: _Tiff, tags: dict[int, tuple], number: int) -> FaxPage:
             raise TiffFormatError(f"{where}: strip data outside the file")
         rows = min(rows_per_strip, remaining)
         strips.append(
-            decode_black(
+            decode_packed(
                 tiff.data[offset : offset + count],
                 width,
                 coding,
@@ -291,10 +291,10 @@ def _page(tiff: _Tiff, tags: dict[int, tuple], number: int) -> FaxPage:
         remaining -= rows
     if remaining > 0:
         raise TiffFormatError(f"{where}: strips hold fewer rows than ImageLength {height}")
-    black = np.concatenate(strips)
+    packed = np.concatenate(strips)
     if photometric == 1:  # BlackIsZero: the codec's "white" runs are black pixels
-        black = ~black
-    return FaxPage(image=black_to_image(black), resolution=_resolution_name(tags))
+        packed = ~packed
+    return FaxPage(image=packed_to_image(packed, width), resolution=_resolution_name(tags))
 
 
 def read_tiff_f(path: str | Path) -> list[FaxPage]:
