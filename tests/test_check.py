@@ -9,6 +9,7 @@ exit 1 and the failing line must name that check.
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 import tomllib
@@ -147,6 +148,20 @@ def test_each_broken_part_fails_that_check(
     ((name, line),) = failed.items()
     assert name.startswith(failing) and reason in line, line
     assert lines[-1].endswith(f"failed: {name}")
+
+
+def test_modem_in_use_is_not_probed_and_not_a_failure(setup: Setup) -> None:
+    """A UUCP lock held by a live process (a call in progress) is left alone."""
+    lock = setup.base / f"LCK..{setup.modem.name}"
+    lock.write_text(f"{os.getpid():10d}\n")
+    try:
+        code, lines = faxgate_check(setup.config("in-use"))
+    finally:
+        lock.unlink()
+    modem_line = check_lines(lines)[f"modem {setup.modem}"]
+    assert code == 0, lines
+    assert modem_line.startswith("OK") and "in use, not probed" in modem_line
+    assert f"process {os.getpid()}" in modem_line
 
 
 def test_broken_config_file_is_one_failed_line(setup: Setup) -> None:
