@@ -187,7 +187,6 @@ def submit(spool_dir: str | os.PathLike[str], job: dict[str, Any], raw_message: 
             _fsync_dir(root / "dedupe")
         os.rename(staging, root / "incoming" / job_id)
         _fsync_dir(root / "incoming")
-        _fsync_dir(root / "tmp")
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         reason = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror
