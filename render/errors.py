@@ -17,6 +17,9 @@ class UnsupportedDocument(PermanentError):
         self.reason = reason
         super().__init__(f"{self.filename}: {reason}")
 
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.filename, self.reason))
+
 
 class EncryptedDocument(UnsupportedDocument):
     """The file is password protected; we cannot open it without the password."""
@@ -29,6 +32,9 @@ class RenderError(PermanentError):
         self.filename = filename or "attachment"
         self.reason = reason
         super().__init__(f"{self.filename}: {reason}")
+
+    def __reduce__(self) -> tuple:  # errors cross process boundaries (forked renderers)
+        return (type(self), (self.filename, self.reason))
 
 
 class CorruptDocument(RenderError):

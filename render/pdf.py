@@ -3,19 +3,27 @@ geometry (204 dpi across, the chosen lines per inch down: PDFium scales x and
 y independently), so no resampling pass is needed.
 
 pypdf (in sniff) decides about encryption; PDFium renders, because pypdf
-cannot. PDFium is not thread-safe, so every call holds one lock; long PDFs
-are split across forked worker processes when the caller is single-threaded
-(forking a threaded process could copy a lock some other thread holds).
+cannot. PDFium is not thread-safe, so every call holds one lock. Long PDFs
+are split between the process and forked children when the caller is
+single-threaded (forking a threaded process could copy a lock some other
+thread holds); children write their bilevel masks into shared memory, since
+pickling page images back would cost more than rendering them.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import contextlib
+import io
+import mmap
+import os
+import pickle
+import signal
 import threading
 
+import numpy as np
 import pypdfium2
 import pypdfium2.raw as pdfium_c
-from faxgate.render.bilevel import to_bilevel
+from faxgate.render.bilevel import mask_to_image, white_mask
 from faxgate.render.errors import CorruptDocument, EncryptedDocument, PageLimitExceeded
 from faxgate.render.geometry import PageGeometry
 from PIL import Image
@@ -59,36 +67,119 @@ def render_pdf(
                 raise CorruptDocument(filename, "the PDF has no pages")
             workers = min(workers, count // (PARALLEL_MIN_PAGES // 2))
             if workers < 2 or count < PARALLEL_MIN_PAGES or threading.active_count() > 1:
-                return [_render_page(document, i, geometry, filename) for i in range(count)]
+                size = (geometry.width, geometry.height)
+                return [
+                    mask_to_image(_render_page(document, i, geometry, filename), size)
+                    for i in range(count)
+                ]
         finally:
             document.close()
         return _render_parallel(data, filename, geometry, count, workers)
 
 
+#: Share of the pages the parent renders itself when one child helps: the parent
+#: also turns the child's masks into images, so it takes fewer pages.
+_PARENT_SHARE = 0.4
+
+
 def _render_parallel(
     data: bytes, filename: str, geometry: PageGeometry, count: int, workers: int
 ) -> list[Image.Image]:
-    """Contiguous page ranges rendered by forked workers (called with the lock held)."""
-    bounds = [count * k // workers for k in range(workers + 1)]
-    tasks = [(data, filename, geometry, bounds[k], bounds[k + 1]) for k in range(workers)]
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        chunks = pool.starmap(_render_range, tasks)
-    return [page for chunk in chunks for page in chunk]
+    """The parent renders the first pages while forked children render the rest
+    into an anonymous shared mapping (called with the lock held, so no other
+    thread is inside PDFium when we fork)."""
+    size = (geometry.width, geometry.height)
+    frame = geometry.width * geometry.height
+    own = max(1, round(count * _PARENT_SHARE)) if workers == 2 else count // workers
+    bounds = [own + (count - own) * k // (workers - 1) for k in range(workers)]
+    with mmap.mmap(-1, frame * (count - own)) as shared:
+        children = [
+            _fork_renderer(data, filename, geometry, bounds[k], bounds[k + 1], shared, own)
+            for k in range(workers - 1)
+        ]
+        try:
+            document = _open(data, filename)
+            try:
+                pages = [
+                    mask_to_image(_render_page(document, i, geometry, filename), size)
+                    for i in range(own)
+                ]
+            finally:
+                document.close()
+            while children:
+                _wait_for(*children.pop(), filename)
+            view = memoryview(shared)
+            for index in range(own, count):
+                chunk = view[(index - own) * frame : (index - own + 1) * frame]
+                pages.append(mask_to_image(chunk, size))
+                chunk.release()
+            view.release()
+        finally:
+            for pid, errors in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                errors.close()
+    return pages
 
 
-def _render_range(
-    data: bytes, filename: str, geometry: PageGeometry, start: int, stop: int
-) -> list[Image.Image]:
-    document = _open(data, filename)
+def _fork_renderer(
+    data: bytes,
+    filename: str,
+    geometry: PageGeometry,
+    start: int,
+    stop: int,
+    shared: mmap.mmap,
+    offset: int,
+) -> tuple[int, io.BufferedReader]:
+    """Fork a child that writes the masks of pages start..stop into ``shared``;
+    a pickled exception comes back through the pipe if it fails."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never return into the caller's code
+        status = 1
+        try:
+            os.close(read_end)
+            frame = geometry.width * geometry.height
+            document = _open(data, filename)
+            for index in range(start, stop):
+                out = np.frombuffer(
+                    shared, dtype=bool, count=frame, offset=(index - offset) * frame
+                )
+                _render_page(document, index, geometry, filename, out.reshape(geometry.height, -1))
+            status = 0
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
+            with contextlib.suppress(BaseException):
+                os.write(write_end, pickle.dumps(exc))
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    return pid, os.fdopen(read_end, "rb")
+
+
+def _wait_for(pid: int, errors: io.BufferedReader, filename: str) -> None:
+    report = errors.read()
+    errors.close()
+    _, status = os.waitpid(pid, 0)
+    if status == 0:
+        return
     try:
-        return [_render_page(document, i, geometry, filename) for i in range(start, stop)]
-    finally:
-        document.close()
+        exc = pickle.loads(report) if report else None
+    except Exception:  # noqa: BLE001 - an unpicklable error still fails the page
+        exc = None
+    if isinstance(exc, Exception):
+        raise exc
+    raise CorruptDocument(filename, "rendering the PDF crashed")
 
 
 def _render_page(
-    document: pypdfium2.PdfDocument, index: int, geometry: PageGeometry, filename: str
-) -> Image.Image:
+    document: pypdfium2.PdfDocument,
+    index: int,
+    geometry: PageGeometry,
+    filename: str,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """The page's white mask (True = white), written into ``out`` when given."""
     page = document[index]
     try:
         width_pt, height_pt = page.get_size()  # after the page's own /Rotate
@@ -107,6 +198,7 @@ def _render_page(
         pdfium_c.FPDF_RenderPageBitmap(
             bitmap, page, box.left, box.top, box.width, box.height, 3 if landscape else 0, _FLAGS
         )
-        return to_bilevel(bitmap.to_pil())
+        grey = np.ctypeslib.as_array(bitmap.buffer).reshape(geometry.height, bitmap.stride)
+        return white_mask(grey[:, : geometry.width], out)
     finally:
         page.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import sys
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -188,12 +189,24 @@ def test_damaged_pdf_is_a_clear_error():
 
 
 def test_parallel_rendering_gives_the_same_pages():
+    assert threading.active_count() == 1  # else render_pdf stays in-process
     pdf = docs.raster_pdf(pages=14)
     geometry = PageGeometry("fine", "a4", header=False)
     serial = render_pdf(pdf, "a.pdf", geometry, 100, workers=1)
     parallel = render_pdf(pdf, "a.pdf", geometry, 100, workers=2)
     assert len(parallel) == 14
     assert all(a.tobytes() == b.tobytes() for a, b in zip(serial, parallel, strict=True))
+
+
+def test_error_in_a_forked_renderer_reaches_the_caller():
+    assert threading.active_count() == 1
+    writer = pypdf.PdfWriter(clone_from=io.BytesIO(docs.raster_pdf(pages=14)))
+    writer.pages[13].mediabox = pypdf.generic.RectangleObject([0, 0, 20000, 20000])
+    out = io.BytesIO()
+    writer.write(out)
+    geometry = PageGeometry("fine", "a4", header=False)
+    with pytest.raises(CorruptDocument, match=r"^huge\.pdf: page 14 has an impossible size"):
+        render_pdf(out.getvalue(), "huge.pdf", geometry, 100, workers=2)
 
 
 # ------------------------------------------------------------------ images
