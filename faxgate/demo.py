@@ -51,9 +51,13 @@ PDF_PAGES = 2
 EXPECTED_PAGES = PDF_PAGES + 1
 DEFAULT_PACING = 12.0
 DEFAULT_TIMEOUT = 240.0
+#: Seconds each process may take to come up (generous: a busy 2-core machine is slow).
+START_TIMEOUT = 60.0
 DEVICES = ("modem0", "modem1")
 RESULT_FILE = "demo-result.json"
 PIDS_FILE = "pids.json"
+#: A private Postfix outside the work directory (when the postfix user cannot reach it).
+TEMP_POSTFIX_PREFIX = "faxgate-demo-postfix-"
 #: What a run leaves in the work directory; only these are removed by the next run.
 OWNED_ENTRIES = (
     "faxgate.toml",
@@ -233,6 +237,8 @@ def _stop_leftovers(workdir: Path) -> None:
     for stale in {workdir / "postfix", Path(recorded.get("postfix") or workdir / "postfix")}:
         if (stale / "etc" / "main.cf").exists():
             PostfixInstance(stale, smtp_port=0).stop()
+        if stale.name.startswith(TEMP_POSTFIX_PREFIX):
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def _clean(workdir: Path) -> None:
@@ -566,7 +572,7 @@ def run_demo(
 def _run(root: Path, pacing: float, timeout: float, out: IO[str]) -> DemoResult:
     from faxgate import config
     from faxgate.postfix_instance import MilterProcess, PostfixError, PostfixInstance, free_port
-    from faxgate.simline import LineOptions
+    from faxgate.simline import LineError, LineOptions
     from faxgate.simline.process import LineProcess
     from faxgate.store import Store
 
@@ -582,13 +588,16 @@ def _run(root: Path, pacing: float, timeout: float, out: IO[str]) -> DemoResult:
     if _ancestors_searchable(root / "postfix"):
         postfix_dir = root / "postfix"
     else:  # the postfix user cannot reach the work directory; use a public temp dir
-        postfix_dir = private_postfix = Path(tempfile.mkdtemp(prefix="faxgate-demo-postfix-"))
+        postfix_dir = private_postfix = Path(tempfile.mkdtemp(prefix=TEMP_POSTFIX_PREFIX))
     smtp_port = free_port()
     config_path = write_config(root, smtp_port, pacing)
     cfg = config.load(config_path)
     mailbox = Mailbox(root / "mailbox")
     lines = LineProcess(
-        [root / "lines" / name for name in DEVICES], root / "far-end", LineOptions(pacing=pacing)
+        [root / "lines" / name for name in DEVICES],
+        root / "far-end",
+        LineOptions(pacing=pacing),
+        timeout=START_TIMEOUT,
     )
     milter = MilterProcess(config_path, free_port(), logs / "milter.log")
     mta = PostfixInstance(
@@ -616,21 +625,27 @@ def _run(root: Path, pacing: float, timeout: float, out: IO[str]) -> DemoResult:
         stoppers.append(mailbox.stop)
         step(f"mailbox for {DEMO_SENDER}'s receipts: SMTP capture on 127.0.0.1:{mailbox.port}")
         stoppers.append(lines.stop)
-        lines.start()
+        try:
+            lines.start()
+        except LineError as exc:
+            raise DemoError(f"simulated lines did not start: {exc}\n{lines.stderr()}") from None
         record_pids()
         step(f"simulated lines {', '.join(lines.devices)} at {pacing:g}x real time")
         stoppers.append(milter.stop)
-        milter.start()
+        try:
+            milter.start(START_TIMEOUT)
+        except PostfixError as exc:
+            raise DemoError(str(exc)) from None
         record_pids()
         step(f"milter on {milter.postfix_address} (log {milter.log_path})")
         stoppers.append(mta.stop)
         try:
-            mta.start()
+            mta.start(START_TIMEOUT)
         except PostfixError as exc:
             raise DemoError(f"private Postfix did not start: {exc}") from None
         step(f"private Postfix on 127.0.0.1:{smtp_port} (config {mta.config_dir})")
         stoppers.append(faxd.stop)
-        faxd.start()
+        faxd.start(START_TIMEOUT)
         record_pids()
         step(f"faxd with {len(DEVICES)} modems (log {faxd.log_path})")
 
