@@ -51,8 +51,9 @@ Duplicates: a client that times out after DATA resends the same message. The
 marker ``dedupe/<sha256(sender NUL message-id)>`` holds the id of the first
 job; a second submission returns that id without creating a job. The marker is
 created with link(2), which fails if it exists, so two concurrent submissions
-cannot both win. A marker whose job exists in no state directory (crash between
-marker and rename) is stale and is taken over.
+cannot both win; the loser waits (up to 10 s) while the winner's job is still
+in ``tmp/``. A marker whose job exists in no state directory and is not being
+written (the submitter failed or crashed) is stale and is taken over.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ import json
 import os
 import secrets
 import shutil
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -134,6 +136,34 @@ def find_job(spool_dir: str | os.PathLike[str], job_id: str) -> Path | None:
     return None
 
 
+#: A staging directory older than this belongs to a submitter that crashed.
+STALE_STAGING_SECONDS = 600.0
+#: How long a duplicate waits for a concurrent first submission to finish.
+CONCURRENT_WAIT_SECONDS = 10.0
+
+
+def _first_submission_done(root: Path, job_id: str) -> bool:
+    """Whether job ``job_id``, named by a dedupe marker, exists or will exist.
+
+    A concurrent submitter may hold the marker while still writing its job in
+    ``tmp/``: wait for it. A marker whose job is neither spooled nor being
+    written (the submitter failed or crashed) is stale: False.
+    """
+    deadline = time.monotonic() + CONCURRENT_WAIT_SECONDS
+    while True:
+        if find_job(root, job_id) is not None:
+            return True
+        try:
+            age = time.time() - (root / "tmp" / job_id).stat().st_mtime
+        except FileNotFoundError:
+            return find_job(root, job_id) is not None  # it may have been renamed just now
+        if age > STALE_STAGING_SECONDS:
+            return False
+        if time.monotonic() > deadline:
+            raise SpoolError(f"spool {root}: job {job_id} is still being written")
+        time.sleep(0.01)
+
+
 def _claim_marker(root: Path, key: str, job_id: str) -> str | None:
     """Create the dedupe marker for ``job_id``; return the id of an existing job instead."""
     dedupe = root / "dedupe"
@@ -149,15 +179,22 @@ def _claim_marker(root: Path, key: str, job_id: str) -> str | None:
                     existing = (dedupe / key).read_text(encoding="ascii").strip()
                 except FileNotFoundError:
                     continue
-                if find_job(root, existing) is not None:
+                if existing == job_id or _first_submission_done(root, existing):
                     return existing
-                # Stale marker: its job never reached incoming/. Take it over.
-                os.replace(temp, dedupe / key)
+                os.replace(temp, dedupe / key)  # stale marker: take it over
                 return None
         raise SpoolError(f"spool {root}: dedupe marker {key} keeps changing")
     finally:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
+
+
+def _release_marker(root: Path, key: str, job_id: str) -> None:
+    """Remove our marker after a failed submission, so a retry is not taken as a duplicate."""
+    marker = root / "dedupe" / key
+    with contextlib.suppress(OSError):
+        if marker.read_text(encoding="ascii").strip() == job_id:
+            marker.unlink()
 
 
 def submit(spool_dir: str | os.PathLike[str], job: dict[str, Any], raw_message: bytes) -> str:
@@ -172,23 +209,31 @@ def submit(spool_dir: str | os.PathLike[str], job: dict[str, Any], raw_message: 
     job_id = str(job.get("id") or new_job_id())
     document = {**job, "version": FORMAT_VERSION, "id": job_id, "message": MESSAGE_FILE}
     staging = root / "tmp" / job_id
+    sender, message_id = str(job.get("sender") or ""), str(job.get("message_id") or "")
+    key = dedupe_key(sender, message_id) if sender and message_id.strip() else None
+    claimed = renamed = False
     try:
         staging.mkdir()
         _write_durably(staging / MESSAGE_FILE, raw_message)
         encoded = json.dumps(document, ensure_ascii=False, indent=1, sort_keys=True)
         _write_durably(staging / JOB_FILE, encoded.encode("utf-8"))
         _fsync_dir(staging)
-        sender, message_id = str(job.get("sender") or ""), str(job.get("message_id") or "")
-        if sender and message_id.strip():
-            existing = _claim_marker(root, dedupe_key(sender, message_id), job_id)
+        if key is not None:
+            existing = _claim_marker(root, key, job_id)
             if existing is not None:
                 shutil.rmtree(staging, ignore_errors=True)
                 return existing
+            claimed = True
             _fsync_dir(root / "dedupe")
         os.rename(staging, root / "incoming" / job_id)
+        renamed = True
         _fsync_dir(root / "incoming")
-    except OSError as exc:
+    except (OSError, SpoolError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if claimed and not renamed and key is not None:
+            _release_marker(root, key, job_id)
+        if isinstance(exc, SpoolError):
+            raise
         reason = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror
         raise SpoolError(f"spool {root}: cannot write job {job_id}: {reason}") from exc
     return job_id
