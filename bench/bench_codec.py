@@ -23,9 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from PIL import Image, ImageOps, TiffImagePlugin
+
 from faxgate.faxd import t4
 from faxgate.faxd.tifff import read_tiff_f
-from PIL import Image, ImageOps, TiffImagePlugin
 
 ROUNDS = 3
 WORDS = [

@@ -37,9 +37,9 @@ from email.utils import make_msgid
 from pathlib import Path
 
 from aiosmtpd.controller import Controller
-from faxgate.faxd import spool
 from PIL import Image
 
+from faxgate.faxd import spool
 from faxgate.postfix_instance import MilterProcess, PostfixInstance, free_port, wait_for_port
 from faxgate.store import Store
 

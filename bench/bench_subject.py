@@ -17,10 +17,9 @@ import time
 from collections.abc import Callable
 from unittest import mock
 
+from faxgate.config import DialplanConfig
 from faxgate.grammar import subject as subject_module
 from faxgate.grammar.subject import parse_subject
-
-from faxgate.config import DialplanConfig
 
 PLAN = DialplanConfig(
     country_code="86",

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import serial
-from faxgate.faxd.class1 import Class1Modem, LogFunc, ModemError
 
 from faxgate.errors import TemporaryError
+from faxgate.faxd.class1 import Class1Modem, LogFunc, ModemError
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,10 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from PIL import Image
+
 from faxgate.faxd.page import DOTS_PER_INCH_ACROSS, FaxPage
 from faxgate.faxd.queue import JobProgress, RecipientProgress
-from PIL import Image
 
 LANGUAGES = ("en", "zh")
 THUMBNAIL_WIDTH = 432

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from PIL import Image
+
 from faxgate.faxd import t4
 from faxgate.faxd.class1 import Class1Modem, ModemError, ReceivedFrame
 from faxgate.faxd.frames import Session
@@ -48,7 +50,6 @@ from faxgate.faxd.t30 import (
     action_to_dict,
     event_to_dict,
 )
-from PIL import Image
 
 log = logging.getLogger(__name__)
 

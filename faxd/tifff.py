@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
 from faxgate.faxd.page import LINES_PER_INCH, FaxPage
 from faxgate.faxd.t4 import (
     DEFAULT_MAX_HEIGHT,

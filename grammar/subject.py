@@ -38,12 +38,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from faxgate.grammar import dialplan as dp
 from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from faxgate.config import DialplanConfig
 from faxgate.errors import InputError
+from faxgate.grammar import dialplan as dp
 
 GRAMMAR_PATH = Path(__file__).with_name("subject.lark")
 DEFAULT_MAX_RECIPIENTS = 50

@@ -33,6 +33,8 @@ from email.utils import getaddresses
 from typing import Any
 
 import Milter
+
+from faxgate.config import Config
 from faxgate.faxd import spool
 from faxgate.grammar.subject import SubjectError, parse_subject
 from faxgate.milter import rules
@@ -46,8 +48,6 @@ from faxgate.milter.mimeparts import (
 )
 from faxgate.milter.rules import Facts, Rejection
 from faxgate.render.sniff import UnsupportedDocument, sniff
-
-from faxgate.config import Config
 from faxgate.store import Store
 
 log = logging.getLogger("faxgate.milter")

@@ -7,12 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from PIL import Image, ImageDraw
+
 from faxgate.faxd.page import DOTS_PER_INCH_ACROSS, FaxPage
 from faxgate.render import fonts
 from faxgate.render.bilevel import to_bilevel
 from faxgate.render.geometry import PageGeometry
 from faxgate.render.text import paginate
-from PIL import Image, ImageDraw
 
 _LEFT = 120
 _TITLE_EM = 110

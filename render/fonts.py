@@ -11,8 +11,9 @@ import functools
 import shutil
 import subprocess
 
-from faxgate.render.errors import ConverterUnavailable
 from PIL import ImageFont
+
+from faxgate.render.errors import ConverterUnavailable
 
 MONO_FAMILY = "Noto Sans Mono CJK SC"
 SANS_FAMILY = "Noto Sans CJK SC"

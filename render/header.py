@@ -7,12 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from faxgate.faxd.page import DOTS_PER_INCH_ACROSS, FaxPage
-from faxgate.render import fonts
-from faxgate.render.geometry import HEADER_BAND_INCHES
 from PIL import Image, ImageDraw, ImageFont
 
 from faxgate.errors import ConfigError
+from faxgate.faxd.page import DOTS_PER_INCH_ACROSS, FaxPage
+from faxgate.render import fonts
+from faxgate.render.geometry import HEADER_BAND_INCHES
 
 DEFAULT_TEMPLATE = "{station_id}  {sender}  {date} {time}  Page {page}/{pages}"
 _FIELDS = ("station_id", "sender", "date", "time", "page", "pages")

@@ -15,11 +15,12 @@ import io
 import warnings
 from collections.abc import Iterator
 
+from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
+
 from faxgate.faxd.page import LINES_PER_INCH, PAGE_WIDTH, FaxPage
 from faxgate.render.bilevel import to_bilevel
 from faxgate.render.errors import CorruptDocument, DocumentTooLarge, PageLimitExceeded
 from faxgate.render.geometry import PageGeometry
-from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
 #: Resolution tags below this are meaningless defaults (72 dpi cameras, 96 dpi screenshots).
 _MIN_TRUSTED_DPI = 100

@@ -23,10 +23,11 @@ import threading
 import numpy as np
 import pypdfium2
 import pypdfium2.raw as pdfium_c
+from PIL import Image
+
 from faxgate.render.bilevel import mask_to_image, white_mask
 from faxgate.render.errors import CorruptDocument, EncryptedDocument, PageLimitExceeded
 from faxgate.render.geometry import PageGeometry
-from PIL import Image
 
 #: Largest page side PDF allows (ISO 32000: 14 400 units); beyond this a file is broken or hostile.
 MAX_PAGE_POINTS = 14400.0

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import unicodedata
 
+from PIL import Image, ImageDraw
+
 from faxgate.faxd.page import DOTS_PER_INCH_ACROSS
 from faxgate.render import fonts
 from faxgate.render.bilevel import to_bilevel
 from faxgate.render.errors import PageLimitExceeded
 from faxgate.render.geometry import PageGeometry
-from PIL import Image, ImageDraw
 
 COLUMNS = 80
 TAB_STOP = 8

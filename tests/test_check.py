@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from faxgate.simline import LineOptions
-from faxgate.simline.process import LineProcess
 
 from faxgate import config
 from faxgate.checks import run_checks
 from faxgate.postfix_instance import free_port
+from faxgate.simline import LineOptions
+from faxgate.simline.process import LineProcess
 
 FAXGATE = Path(sys.executable).with_name("faxgate")
 

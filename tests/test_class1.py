@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+
 from faxgate.faxd.class1 import (
     Class1Modem,
     Unstuffer,

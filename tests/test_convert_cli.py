@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from faxgate.faxd.tifff import read_tiff_f
-from faxgate.render import Document, RenderOptions, render_documents
 from PIL import Image, ImageSequence
 
 from faxgate.cli import main
+from faxgate.faxd.tifff import read_tiff_f
+from faxgate.render import Document, RenderOptions, render_documents
 
 
 def _load_factory():

@@ -17,10 +17,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from faxgate.simline import read_sidecars
 from PIL import Image
 
 from faxgate.demo import EXPECTED_PAGES, SUBJECT
+from faxgate.simline import read_sidecars
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not Path("/usr/sbin/postfix").exists(),

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from faxgate.config import DialplanConfig
 from faxgate.grammar.dialplan import (
     COUNTRY_CODES,
     E164_MAX_DIGITS,
@@ -11,10 +15,6 @@ from faxgate.grammar.dialplan import (
     split_country_code,
 )
 from faxgate.grammar.subject import SubjectError, parse_subject
-from hypothesis import given
-from hypothesis import strategies as st
-
-from faxgate.config import DialplanConfig
 
 SHENZHEN = DialplanConfig(
     country_code="86",

@@ -10,6 +10,12 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from faxgate.cli import main
+from faxgate.config import DialplanConfig
+from faxgate.errors import InputError
 from faxgate.grammar import dialplan as dp
 from faxgate.grammar import subject as subject_module
 from faxgate.grammar.subject import (
@@ -19,12 +25,6 @@ from faxgate.grammar.subject import (
     format_subject,
     parse_subject,
 )
-from hypothesis import HealthCheck, assume, given, settings
-from hypothesis import strategies as st
-
-from faxgate.cli import main
-from faxgate.config import DialplanConfig
-from faxgate.errors import InputError
 
 # Shenzhen, as in the manual.
 PLAN = DialplanConfig(

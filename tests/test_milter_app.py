@@ -11,12 +11,12 @@ from typing import Any
 import Milter
 import pypdf
 import pytest
-from faxgate.faxd import spool
-from faxgate.milter.app import FaxMilter, Runtime
-from faxgate.milter.harness import Outcome, drive
 from PIL import Image
 
 from faxgate import config as config_mod
+from faxgate.faxd import spool
+from faxgate.milter.app import FaxMilter, Runtime
+from faxgate.milter.harness import Outcome, drive
 from faxgate.store import Store
 
 FAX = "fax@fax.example.com"

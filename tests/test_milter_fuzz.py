@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pypdf
 import pytest
-from faxgate.milter.app import FaxMilter, Runtime
-from faxgate.milter.harness import Outcome, drive
 from PIL import Image
 
 from faxgate import config as config_mod
+from faxgate.milter.app import FaxMilter, Runtime
+from faxgate.milter.harness import Outcome, drive
 from faxgate.store import Store
 
 FAX = "fax@fax.example.com"

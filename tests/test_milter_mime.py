@@ -6,6 +6,7 @@ import base64
 from email.message import EmailMessage
 
 import pytest
+
 from faxgate.milter.mimeparts import (
     MalformedMessage,
     ascii_safe,

@@ -26,8 +26,8 @@ from typing import Any
 import pypdf
 import pytest
 from aiosmtpd.controller import Controller
-from faxgate.faxd import spool
 
+from faxgate.faxd import spool
 from faxgate.postfix_instance import MilterProcess, PostfixInstance, free_port
 from faxgate.store import Store
 

@@ -11,13 +11,13 @@ from email.header import decode_header, make_header
 
 import pytest
 from aiosmtpd.controller import Controller
-from faxgate.faxd import mailout, receipts
-from faxgate.faxd import queue as q
-from faxgate.faxd.page import FaxPage
 from PIL import Image, ImageDraw
 from pypdf import PdfReader
 
 from faxgate.config import SmtpConfig
+from faxgate.faxd import mailout, receipts
+from faxgate.faxd import queue as q
+from faxgate.faxd.page import FaxPage
 
 T0 = 1_780_000_000.0
 

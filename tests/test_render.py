@@ -14,6 +14,9 @@ from pathlib import Path
 import numpy as np
 import pypdf
 import pytest
+from PIL import Image, ImageDraw
+
+from faxgate.errors import ConfigError
 from faxgate.render import (
     CorruptDocument,
     CoverInfo,
@@ -33,9 +36,6 @@ from faxgate.render import (
 from faxgate.render.geometry import PageGeometry
 from faxgate.render.pdf import render_pdf
 from faxgate.render.text import paginate, wrap
-from PIL import Image, ImageDraw
-
-from faxgate.errors import ConfigError
 
 
 def _load_factory():

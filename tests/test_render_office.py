@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pypdf
 import pytest
+
 from faxgate.render import (
     ConversionTimeout,
     ConverterUnavailable,

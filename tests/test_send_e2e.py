@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image, ImageDraw
+
 from faxgate.faxd.page import FaxPage
 from faxgate.faxd.sender import ImagePages, SendOptions, send_fax
 from faxgate.simline import LineOptions, SimulatedLine
-from PIL import Image, ImageDraw
 
 PACING = 40.0
 # Timers are line time; give the host 4x slack on a shared 2-core machine.

@@ -12,10 +12,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from faxgate.render.ole import CompoundFile
-from faxgate.render.sniff import EncryptedDocument, Sniffed, UnsupportedDocument, sniff
 
 from faxgate.errors import PermanentError
+from faxgate.render.ole import CompoundFile
+from faxgate.render.sniff import EncryptedDocument, Sniffed, UnsupportedDocument, sniff
 
 
 def _load_factory():

@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from faxgate.faxd import spool
 from faxgate.faxd.spool import SpoolError
 

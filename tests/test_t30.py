@@ -7,6 +7,7 @@ codes, timeouts) and checks the actions the machine takes and its result.
 from __future__ import annotations
 
 import pytest
+
 from faxgate.faxd import frames as fr
 from faxgate.faxd.frames import Frame, Session
 from faxgate.faxd.t30 import (

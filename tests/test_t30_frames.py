@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from faxgate.faxd import frames as fr
 from faxgate.faxd.frames import MODULATIONS, Frame, FrameError, Session
 

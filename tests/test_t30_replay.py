@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from faxgate.faxd.frames import Session
 from faxgate.faxd.t30 import (
     Dial,

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from faxgate.faxd import t4
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw, ImageFont
+
+from faxgate.faxd import t4
 
 FONT = "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"
 CODINGS = ("mh", "mr", "mmr")

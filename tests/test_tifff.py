@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from faxgate.faxd import t4
-from faxgate.faxd.page import FaxPage
-from faxgate.faxd.tifff import TiffFormatError, read_tiff_f, tiff_f_bytes, write_tiff_f
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw, ImageFont, ImageOps, features
+
+from faxgate.faxd import t4
+from faxgate.faxd.page import FaxPage
+from faxgate.faxd.tifff import TiffFormatError, read_tiff_f, tiff_f_bytes, write_tiff_f
 
 FONT = "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"
 CODINGS = ("mh", "mr", "mmr")

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from faxgate.grammar.subject import Recipient
-
     from faxgate.config import Config
+    from faxgate.grammar.subject import Recipient
     from faxgate.store import Sender, Store
 
 

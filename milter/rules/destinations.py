@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import re
 
+from faxgate.config import DialplanConfig
 from faxgate.grammar.subject import Recipient
 from faxgate.milter.mimeparts import ascii_safe
 from faxgate.milter.rules.base import Facts, Rejection
-
-from faxgate.config import DialplanConfig
 
 _NOT_DIGIT = re.compile(r"\D")
 
