@@ -17,13 +17,13 @@ FillOrder=2 stores it the same way, so ``lsb_first=True`` is the default.
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from functools import cache
 from typing import Literal
 
 import numpy as np
-from faxgate.faxd import t4tables as tables
 from PIL import Image
+
+from faxgate.faxd import t4tables as tables
 
 Coding = Literal["mh", "mr", "mmr"]
 CODINGS: tuple[str, ...] = ("mh", "mr", "mmr")
@@ -526,22 +526,32 @@ class _Decoder:
 
     def row_1d(self, row: int) -> list[int]:
         width = self.width
+        windows = self.windows
+        tables = (self.white, self.black)
         pos = self.pos
         changes: list[int] = []
         a = 0
-        white = True
+        colour = 0
         while a < width:
-            length, pos = self.run(pos, white, row)
-            a += length
-            if a > width:
-                self.pos = pos
-                raise self.error(f"runs add up to more than the width {width}", row)
-            if a < width:
-                if changes and changes[-1] == a:
-                    changes.pop()  # a zero-length run: no change of colour
-                else:
-                    changes.append(a)
-            white = not white
+            table = tables[colour]
+            while True:  # make-up codes, then the terminating code (run < 64)
+                entry = table[(windows[pos >> 3] >> (11 - (pos & 7))) & 0x1FFF]
+                if not entry:
+                    self.pos = pos
+                    raise self.error(f"invalid {('white', 'black')[colour]} run code", row)
+                pos += entry & 15
+                a += entry >> 4
+                if entry < 1024:  # run < 64
+                    break
+            if a >= width:
+                if a > width:
+                    self.pos = pos
+                    raise self.error(f"runs add up to more than the width {width}", row)
+            elif changes and changes[-1] == a:
+                changes.pop()  # a zero-length run: no change of colour
+            else:
+                changes.append(a)
+            colour ^= 1
         self.pos = pos
         return changes
 
@@ -554,23 +564,38 @@ class _Decoder:
         changes: list[int] = []
         a0 = -1
         colour = 0  # colour of a0: 0 white, 1 black
+        m = 0  # b1 = ref[m]: first element right of a0 whose index parity is colour
         while a0 < width:
-            m = bisect_right(ref, a0)
-            if (m & 1) != colour:
-                m += 1
             entry = modes[(windows[pos >> 3] >> (11 - (pos & 7))) & 0x1FFF]
             if not entry:
                 self.pos = pos
                 raise self.error("invalid or unsupported 2D mode code", row)
             pos += entry & 15
             mode = entry >> 4
-            if mode == _MODE_PASS:
-                b2 = ref[m + 1]
-                if b2 >= width:
+            if mode < _MODE_PASS:  # vertical
+                a1 = ref[m] + mode - 3
+                if a1 <= a0 or a1 > width:
+                    self.pos = pos
+                    raise self.error("vertical mode outside the line", row)
+                a0 = a1
+                if a0 < width:
+                    changes.append(a0)
+                colour ^= 1
+                # The next b1 has the other parity: ref[m-1] if it lies right of
+                # a0 (only possible after VL), else further right.
+                if m and ref[m - 1] > a0:
+                    m -= 1
+                elif a0 < width:
+                    m += 1
+                    while ref[m] <= a0:
+                        m += 2
+            elif mode == _MODE_PASS:
+                a0 = ref[m + 1]
+                if a0 >= width:
                     self.pos = pos
                     raise self.error("pass mode beyond the end of the line", row)
-                a0 = b2
-            elif mode == _MODE_HORIZONTAL:
+                m += 2
+            else:
                 first, pos = self.run(pos, colour == 0, row)
                 second, pos = self.run(pos, colour == 1, row)
                 a1 = max(a0, 0) + first
@@ -585,15 +610,8 @@ class _Decoder:
                         else:
                             changes.append(a)
                 a0 = a2
-            else:
-                a1 = ref[m] + mode - 3
-                if a1 <= a0 or a1 > width:
-                    self.pos = pos
-                    raise self.error("vertical mode outside the line", row)
-                if a1 < width:
-                    changes.append(a1)
-                a0 = a1
-                colour ^= 1
+                while ref[m] <= a0 < width:
+                    m += 2
         self.pos = pos
         return changes
 
