@@ -17,6 +17,7 @@ D (MPS/EOP → MCF/RTN/RTP/PIN/PIP), E (DCN, hang up).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Generator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -37,6 +38,10 @@ REASONS = (
     "modem_error",
     "timeout",
 )
+
+#: What may follow ATD: digits, ``*``/``#``, ``,`` (pause) and ``W`` (wait for dial
+#: tone). Anything else could smuggle modem commands (``;``, CR) into the dial string.
+DIAL_STRING = re.compile(r"^[0-9*#,Ww]{1,40}$")
 
 # --- events (transport → machine) --------------------------------------------------
 
@@ -229,6 +234,8 @@ class T30Sender:
         *,
         first_page: int = 0,
     ) -> None:
+        if not DIAL_STRING.match(number):
+            raise ValueError(f"not a dial string: {number!r}")
         if not 0 <= first_page < pages.count:
             raise ValueError(f"first_page {first_page} outside 0..{pages.count - 1}")
         self.number = number

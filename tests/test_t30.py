@@ -373,6 +373,12 @@ def test_no_common_modulation():
     assert result.reason == "training_failed"
 
 
+@pytest.mark.parametrize("number", ["", "555;ATZ", "555\r", "+49301234", "1" * 41])
+def test_dial_string_is_checked(number):
+    with pytest.raises(ValueError):
+        T30Sender(number, CodedPages(1), OPTS)
+
+
 def test_first_page_out_of_range():
     with pytest.raises(ValueError):
         T30Sender("1", CodedPages(2), OPTS, first_page=2)

@@ -8,14 +8,10 @@ when the call failed, 2 for bad usage or input.
 from __future__ import annotations
 
 import argparse
-import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from faxgate.faxd.t30 import CallResult
-
-#: Dial strings as given: digits, ``*``/``#``, ``,`` (pause) and ``W`` (wait for tone).
-DIAL_STRING = re.compile(r"^[0-9*#,Ww]{1,40}$")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -63,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from faxgate import config
     from faxgate.errors import InputError
     from faxgate.faxd.sender import SendOptions, send_fax
+    from faxgate.faxd.t30 import DIAL_STRING
     from faxgate.render import Document, RenderOptions, render_documents
 
     if not DIAL_STRING.match(args.number):
