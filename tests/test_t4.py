@@ -217,8 +217,10 @@ def test_encoder_rejects_bad_input() -> None:
         t4.encode_image(Image.new("L", (10, 10)), "mh")
     with pytest.raises(ValueError, match="coding"):
         t4.encode_image(Image.new("1", (10, 10)), "jbig")  # type: ignore[arg-type]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at most"):
         t4.encode_black(np.zeros((2, t4.MAX_WIDTH + 1), bool), "mh")
+    with pytest.raises(ValueError, match="at most"):
+        t4.encode_black(np.zeros((t4.MAX_HEIGHT + 1, 8), bool), "mmr")
 
 
 # ----------------------------------------------------------------- random images
