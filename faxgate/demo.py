@@ -24,6 +24,7 @@ import email.policy
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import smtplib
@@ -191,9 +192,11 @@ def demo_message(sender: str = DEMO_SENDER, fax_address: str = FAX_ADDRESS) -> E
 # ---------------------------------------------------------------- small helpers
 
 
-def _ancestors_searchable(path: Path) -> bool:
-    """Whether the postfix user can reach ``path`` (every ancestor has o+x)."""
-    return all(p.stat().st_mode & 0o001 for p in path.parents if p.exists())
+def _postfix_can_use(path: Path) -> bool:
+    """Whether a Postfix instance can live at ``path``: the postfix user must reach it
+    (every ancestor has o+x) and Postfix's shell scripts break on spaces and quotes."""
+    plain = re.fullmatch(r"[\w./+-]+", str(path), re.ASCII) is not None
+    return plain and all(p.stat().st_mode & 0o001 for p in path.parents if p.exists())
 
 
 def _wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -354,7 +357,11 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 def write_config(workdir: Path, smtp_port: int, pacing: float) -> Path:
     """The demo's faxgate.toml: the embedded defaults, fast retries, files under workdir."""
-    modems = ", ".join(f'"{workdir / "lines" / name}"' for name in DEVICES)
+
+    def path(*parts: str) -> str:  # a TOML string (JSON's escapes are valid TOML)
+        return json.dumps(str(workdir.joinpath(*parts)))
+
+    modems = ", ".join(path("lines", name) for name in DEVICES)
     retry = max(1.0, 60.0 / pacing)
     text = f"""\
 # Written by `faxgate demo`; every key is explained in deploy/faxgate.toml.example.
@@ -365,10 +372,10 @@ international_prefix = "00"
 national_prefix = "0"
 
 [store]
-path = "{workdir / "faxgate.db"}"
+path = {path("faxgate.db")}
 
 [spool]
-directory = "{workdir / "spool"}"
+directory = {path("spool")}
 
 [milter]
 fax_addresses = ["{FAX_ADDRESS}"]
@@ -376,7 +383,7 @@ fax_addresses = ["{FAX_ADDRESS}"]
 [fax]
 station_id = "+86 755 00000000"
 modems = [{modems}]
-lock_dir = "{workdir / "lock"}"
+lock_dir = {path("lock")}
 
 [faxd]
 rescan_seconds = 5
@@ -585,9 +592,9 @@ def _run(root: Path, pacing: float, timeout: float, out: IO[str]) -> DemoResult:
     for name in ("logs", "lines", "lock", "far-end"):
         (root / name).mkdir(parents=True, exist_ok=True)
     private_postfix = None
-    if _ancestors_searchable(root / "postfix"):
+    if _postfix_can_use(root / "postfix"):
         postfix_dir = root / "postfix"
-    else:  # the postfix user cannot reach the work directory; use a public temp dir
+    else:  # use a temporary directory Postfix can work with
         postfix_dir = private_postfix = Path(tempfile.mkdtemp(prefix=TEMP_POSTFIX_PREFIX))
     smtp_port = free_port()
     config_path = write_config(root, smtp_port, pacing)
