@@ -92,6 +92,14 @@ def _ifd(entries: list[tuple[int, int, int, bytes]], base: int) -> bytes:
     return bytes(table + extra)
 
 
+def _short(tag: int, *values: int) -> tuple[int, int, int, bytes]:
+    return (tag, _SHORT, len(values), struct.pack(f"<{len(values)}H", *values))
+
+
+def _long(tag: int, value: int) -> tuple[int, int, int, bytes]:
+    return (tag, _LONG, 1, struct.pack("<I", value))
+
+
 def tiff_f_bytes(pages: Sequence[FaxPage], coding: Coding = "mr") -> bytes:
     """The complete TIFF Class F file for ``pages`` as bytes."""
     if not pages:
@@ -102,8 +110,10 @@ def tiff_f_bytes(pages: Sequence[FaxPage], coding: Coding = "mr") -> bytes:
     link_at = 4  # where the offset of the next IFD is stored
     for number, page in enumerate(pages):
         width, height = page.image.size
-        if coding == "mmr":
-            strip = encode_image(page.image, "mmr", rtc=False)
+        if page.resolution not in LINES_PER_INCH:
+            raise ValueError(f"page {number + 1}: unknown resolution {page.resolution!r}")
+        if coding == "mmr":  # with EOFB, as libtiff writes G4 strips
+            strip = encode_image(page.image, "mmr", rtc=True)
         else:
             strip = encode_image(
                 page.image, coding, k=k_for_resolution(page.resolution), rtc=False, align_eol=True
@@ -115,36 +125,30 @@ def tiff_f_bytes(pages: Sequence[FaxPage], coding: Coding = "mr") -> bytes:
         ifd_at = len(out)
         out[link_at : link_at + 4] = struct.pack("<I", ifd_at)
 
-        def short(tag: int, *values: int) -> tuple[int, int, int, bytes]:
-            return (tag, _SHORT, len(values), struct.pack(f"<{len(values)}H", *values))
-
-        def long(tag: int, value: int) -> tuple[int, int, int, bytes]:
-            return (tag, _LONG, 1, struct.pack("<I", value))
-
         lines_per_inch = round(LINES_PER_INCH[page.resolution])
         entries = [
-            long(NEW_SUBFILE_TYPE, 2),
-            long(IMAGE_WIDTH, width),
-            long(IMAGE_LENGTH, height),
-            short(BITS_PER_SAMPLE, 1),
-            short(COMPRESSION, COMPRESSION_G4 if coding == "mmr" else COMPRESSION_G3),
-            short(PHOTOMETRIC, 0),
-            short(FILL_ORDER, 2),
-            long(STRIP_OFFSETS, strip_at),
-            short(SAMPLES_PER_PIXEL, 1),
-            long(ROWS_PER_STRIP, height),
-            long(STRIP_BYTE_COUNTS, len(strip)),
+            _long(NEW_SUBFILE_TYPE, 2),
+            _long(IMAGE_WIDTH, width),
+            _long(IMAGE_LENGTH, height),
+            _short(BITS_PER_SAMPLE, 1),
+            _short(COMPRESSION, COMPRESSION_G4 if coding == "mmr" else COMPRESSION_G3),
+            _short(PHOTOMETRIC, 0),
+            _short(FILL_ORDER, 2),
+            _long(STRIP_OFFSETS, strip_at),
+            _short(SAMPLES_PER_PIXEL, 1),
+            _long(ROWS_PER_STRIP, height),
+            _long(STRIP_BYTE_COUNTS, len(strip)),
             (X_RESOLUTION, _RATIONAL, 1, struct.pack("<II", 204, 1)),
             (Y_RESOLUTION, _RATIONAL, 1, struct.pack("<II", lines_per_inch, 1)),
-            short(RESOLUTION_UNIT, 2),
-            short(PAGE_NUMBER, number, len(pages)),
+            _short(RESOLUTION_UNIT, 2),
+            _short(PAGE_NUMBER, number, len(pages)),
             (SOFTWARE, _ASCII, 8, b"faxgate\0"),
-            short(CLEAN_FAX_DATA, 0),
+            _short(CLEAN_FAX_DATA, 0),
         ]
         if coding == "mmr":
-            entries.append(long(T6_OPTIONS, 0))
+            entries.append(_long(T6_OPTIONS, 0))
         else:
-            entries.append(long(T4_OPTIONS, T4_FILL_BITS | (T4_2D if coding == "mr" else 0)))
+            entries.append(_long(T4_OPTIONS, T4_FILL_BITS | (T4_2D if coding == "mr" else 0)))
         out += _ifd(entries, ifd_at)
         link_at = ifd_at + 2 + 12 * len(entries)
     return bytes(out)
