@@ -197,7 +197,7 @@ def _render_one(
         from faxgate.render.office import convert_to_pdf
 
         data = convert_to_pdf(data, kind.format, name, options.soffice, options.office_timeout)
-    images = render_pdf(data, name, geometry, max_pages, options.workers)
+    images = render_pdf(data, name, geometry, max_pages, options.workers, options.max_pixels)
     return [FaxPage(image, resolution) for image in images]
 
 

@@ -13,6 +13,7 @@ pickling page images back would cost more than rendering them.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import io
 import mmap
 import os
@@ -26,11 +27,18 @@ import pypdfium2.raw as pdfium_c
 from PIL import Image
 
 from faxgate.render.bilevel import mask_to_image, white_mask
-from faxgate.render.errors import CorruptDocument, EncryptedDocument, PageLimitExceeded
+from faxgate.render.errors import (
+    CorruptDocument,
+    DocumentTooLarge,
+    EncryptedDocument,
+    PageLimitExceeded,
+)
 from faxgate.render.geometry import PageGeometry
 
 #: Largest page side PDF allows (ISO 32000: 14 400 units); beyond this a file is broken or hostile.
 MAX_PAGE_POINTS = 14400.0
+#: How deep form XObjects are followed when looking for oversized images.
+_MAX_FORM_DEPTH = 4
 #: Below this many pages, starting worker processes costs more than it saves.
 PARALLEL_MIN_PAGES = 12
 _LOCK = threading.Lock()
@@ -52,10 +60,47 @@ def _open(data: bytes, filename: str) -> pypdfium2.PdfDocument:
         raise CorruptDocument(filename, "the PDF is damaged and cannot be read") from None
 
 
+def _check_images(page: pypdfium2.PdfPage, number: int, filename: str, max_pixels: int) -> None:
+    """Refuse pages with an embedded image larger than ``max_pixels``: PDFium
+    would decode it in full before scaling, so a 1 kB stream declaring
+    100000×100000 pixels is a decompression bomb. Looks into form XObjects a
+    few levels deep (the page is loaded for rendering anyway, so this is cheap)."""
+    pending = [(page, pdfium_c.FPDFPage_CountObjects, pdfium_c.FPDFPage_GetObject, 0)]
+    while pending:
+        parent, count_objects, get_object, depth = pending.pop()
+        for index in range(count_objects(parent)):
+            obj = get_object(parent, index)
+            kind = pdfium_c.FPDFPageObj_GetType(obj)
+            if kind == pdfium_c.FPDF_PAGEOBJ_IMAGE:
+                width, height = ctypes.c_uint(), ctypes.c_uint()
+                known = pdfium_c.FPDFImageObj_GetImagePixelSize(obj, width, height)
+                if known and width.value * height.value > max_pixels:
+                    raise DocumentTooLarge(
+                        filename,
+                        f"an image on page {number} is {width.value}×{height.value} "
+                        f"pixels, more than the limit of {max_pixels:,}",
+                    )
+            elif kind == pdfium_c.FPDF_PAGEOBJ_FORM and depth < _MAX_FORM_DEPTH:
+                pending.append(
+                    (
+                        obj,
+                        pdfium_c.FPDFFormObj_CountObjects,
+                        pdfium_c.FPDFFormObj_GetObject,
+                        depth + 1,
+                    )
+                )
+
+
 def render_pdf(
-    data: bytes, filename: str, geometry: PageGeometry, max_pages: int, workers: int = 1
+    data: bytes,
+    filename: str,
+    geometry: PageGeometry,
+    max_pages: int,
+    workers: int = 1,
+    max_pixels: int = 80_000_000,
 ) -> list[Image.Image]:
-    """Bilevel images of every page; the page count is checked before any rendering."""
+    """Bilevel images of every page; the page count is checked before any
+    rendering, and each page's embedded images against ``max_pixels``."""
     with _LOCK:
         document = _open(data, filename)
         try:
@@ -70,12 +115,12 @@ def render_pdf(
             if workers < 2 or count < PARALLEL_MIN_PAGES or threading.active_count() > 1:
                 size = (geometry.width, geometry.height)
                 return [
-                    mask_to_image(_render_page(document, i, geometry, filename), size)
+                    mask_to_image(_render_page(document, i, geometry, filename, max_pixels), size)
                     for i in range(count)
                 ]
         finally:
             document.close()
-        return _render_parallel(data, filename, geometry, count, workers)
+        return _render_parallel(data, filename, geometry, count, workers, max_pixels)
 
 
 #: Share of the pages the parent renders itself when one child helps: the parent
@@ -84,7 +129,7 @@ _PARENT_SHARE = 0.4
 
 
 def _render_parallel(
-    data: bytes, filename: str, geometry: PageGeometry, count: int, workers: int
+    data: bytes, filename: str, geometry: PageGeometry, count: int, workers: int, max_pixels: int
 ) -> list[Image.Image]:
     """The parent renders the first pages while forked children render the rest
     into an anonymous shared mapping (called with the lock held, so no other
@@ -95,14 +140,16 @@ def _render_parallel(
     bounds = [own + (count - own) * k // (workers - 1) for k in range(workers)]
     with mmap.mmap(-1, frame * (count - own)) as shared:
         children = [
-            _fork_renderer(data, filename, geometry, bounds[k], bounds[k + 1], shared, own)
+            _fork_renderer(
+                data, filename, geometry, max_pixels, (bounds[k], bounds[k + 1]), shared, own
+            )
             for k in range(workers - 1)
         ]
         try:
             document = _open(data, filename)
             try:
                 pages = [
-                    mask_to_image(_render_page(document, i, geometry, filename), size)
+                    mask_to_image(_render_page(document, i, geometry, filename, max_pixels), size)
                     for i in range(own)
                 ]
             finally:
@@ -128,8 +175,8 @@ def _fork_renderer(
     data: bytes,
     filename: str,
     geometry: PageGeometry,
-    start: int,
-    stop: int,
+    max_pixels: int,
+    pages: tuple[int, int],
     shared: mmap.mmap,
     offset: int,
 ) -> tuple[int, io.BufferedReader]:
@@ -143,11 +190,18 @@ def _fork_renderer(
             os.close(read_end)
             frame = geometry.width * geometry.height
             document = _open(data, filename)
-            for index in range(start, stop):
+            for index in range(*pages):
                 out = np.frombuffer(
                     shared, dtype=bool, count=frame, offset=(index - offset) * frame
                 )
-                _render_page(document, index, geometry, filename, out.reshape(geometry.height, -1))
+                _render_page(
+                    document,
+                    index,
+                    geometry,
+                    filename,
+                    max_pixels,
+                    out.reshape(geometry.height, -1),
+                )
             status = 0
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
             with contextlib.suppress(BaseException):
@@ -178,6 +232,7 @@ def _render_page(
     index: int,
     geometry: PageGeometry,
     filename: str,
+    max_pixels: int,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """The page's white mask (True = white), written into ``out`` when given."""
@@ -188,6 +243,7 @@ def _render_page(
             raise CorruptDocument(
                 filename, f"page {index + 1} has an impossible size ({width_pt}×{height_pt} pt)"
             )
+        _check_images(page, index + 1, filename, max_pixels)
         landscape = width_pt > height_pt
         if landscape:  # a quarter turn anticlockwise (top to the left), as printers do
             width_pt, height_pt = height_pt, width_pt

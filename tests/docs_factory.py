@@ -145,6 +145,31 @@ def encrypted_pdf(user_password: str = "secret", owner_password: str = "owner") 
     return out.getvalue()
 
 
+def pdf_with_huge_image(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A one-page PDF whose image XObject declares ``width``×``height`` 1-bit
+    pixels but holds a 1 kB deflate stream (a decompression bomb)."""
+    writer = pypdf.PdfWriter(clone_from=io.BytesIO(raster_pdf()))
+    xobjects = writer.pages[0]["/Resources"]["/XObject"]
+    name = next(iter(xobjects))
+    bomb = pypdf.generic.StreamObject()
+    bomb.set_data(zlib.compress(bytes(1 << 20), 9))
+    bomb.update(
+        {
+            pypdf.generic.NameObject("/Type"): pypdf.generic.NameObject("/XObject"),
+            pypdf.generic.NameObject("/Subtype"): pypdf.generic.NameObject("/Image"),
+            pypdf.generic.NameObject("/Width"): pypdf.generic.NumberObject(width),
+            pypdf.generic.NameObject("/Height"): pypdf.generic.NumberObject(height),
+            pypdf.generic.NameObject("/ColorSpace"): pypdf.generic.NameObject("/DeviceGray"),
+            pypdf.generic.NameObject("/BitsPerComponent"): pypdf.generic.NumberObject(1),
+            pypdf.generic.NameObject("/Filter"): pypdf.generic.NameObject("/FlateDecode"),
+        }
+    )
+    xobjects[pypdf.generic.NameObject(name)] = writer._add_object(bomb)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
 # ------------------------------------------------------------------ text
 
 

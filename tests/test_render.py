@@ -198,6 +198,15 @@ def test_parallel_rendering_gives_the_same_pages():
     assert all(a.tobytes() == b.tobytes() for a, b in zip(serial, parallel, strict=True))
 
 
+def test_pdf_with_a_decompression_bomb_image_fails_fast():
+    bomb = docs.pdf_with_huge_image()
+    assert len(bomb) < 50_000
+    started = time.monotonic()
+    with pytest.raises(DocumentTooLarge, match=r"^bomb\.pdf: an image on page 1 is 100000×100000"):
+        render(Document(bomb, "bomb.pdf"))
+    assert time.monotonic() - started < 1.0
+
+
 def test_error_in_a_forked_renderer_reaches_the_caller():
     assert threading.active_count() == 1
     writer = pypdf.PdfWriter(clone_from=io.BytesIO(docs.raster_pdf(pages=14)))
