@@ -150,6 +150,27 @@ def test_we_read_fax2tiff_output(output: list[str], tmp_path: Path) -> None:
     assert np.array_equal(got[: len(expected)], expected) and not got[len(expected) :].any()
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["-B"],
+        ["-B", "-c", "g4"],
+        ["-c", "g3:2d:fill"],
+        ["-c", "g3:1d", "-r", "64"],
+        ["-c", "g4", "-f", "msb2lsb"],
+    ],
+)
+def test_we_read_tiffcp_rewrites(pages: list[FaxPage], options: list[str], tmp_path: Path) -> None:
+    """libtiff rewrites our file: big-endian, recoded, several strips, MSB first."""
+    ours, theirs = tmp_path / "ours.tif", tmp_path / "theirs.tif"
+    write_tiff_f(ours, pages[1:], "mr")
+    subprocess.run(["tiffcp", *options, str(ours), str(theirs)], check=True, timeout=20)
+    back = read_tiff_f(theirs)
+    assert [(p.resolution, p.image.tobytes()) for p in back] == [
+        (p.resolution, p.image.tobytes()) for p in pages[1:]
+    ]
+
+
 def test_resolution_variants_map_to_nearest(tmp_path: Path) -> None:
     image = Image.new("1", (1728, 50), 1)
     cases = [
