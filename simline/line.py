@@ -56,11 +56,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from faxgate.errors import InputError, TemporaryError
 from faxgate.simline import spandsp
 from faxgate.simline.ptyport import PtyPort
 from faxgate.simline.spandsp import CallEvent, ModemControl
-
-from faxgate.errors import InputError, TemporaryError
 
 log = logging.getLogger("faxgate.simline")
 
@@ -83,8 +83,18 @@ COMPRESSIONS = {
 }
 BUSY_AFTER_SECONDS = 1.5  # line time from dialling to the BUSY result
 FAR_END_HANGUP_DELAY = 0.5  # line time between a failed far-end session and its hang-up
+# Line time the far end keeps listening after the modem hangs up: a DTE may send ATH
+# the moment the modem reports its last frame (DCN) sent, while that frame's last
+# bits are still in the far end's demodulator.
+DRAIN_SECONDS = 0.3
 DBM0_RMS = 32768.0 * 10 ** (-6.16 / 20)  # rms of a 0 dBm0 signal, as spandsp's awgn.c
 _STEM = re.compile(r"^(?P<device>.+)-(?P<call>\d{4,})\.json$")
+# Verbose result codes that end the modem's turn in a Class 1 dialogue.
+FINAL_RESULTS = tuple(
+    b"\r\n" + code + b"\r\n"
+    for code in (b"OK", b"ERROR", b"NO CARRIER", b"BUSY", b"NO ANSWER", b"NO DIALTONE", b"+FCERROR")
+)
+TRANSMIT_COMMAND = re.compile(rb"\+FT[HM]=\d", re.IGNORECASE)
 
 
 class LineError(TemporaryError):
@@ -106,6 +116,10 @@ class LineOptions:
     above about -48 dBm0 for a carrier, so -70 (quiet) to -50 (noisy) are the
     useful levels — louder noise breaks training at every rate.
     ``compressions``: codings offered in DIS ("mh", "mr").
+    ``realtime_turns``: while the modem waits for the DTE (see ``DteTurn``)
+    line time runs at wall speed, so a DTE written for real time (efax) keeps
+    its real turn-around times instead of pacing times longer ones; leave it
+    off for a DTE that divides its own timers by ``pacing``.
     """
 
     pacing: float = 20.0
@@ -118,6 +132,7 @@ class LineOptions:
     csi: str = "+86 755 83235170"
     compressions: tuple[str, ...] = ("mh", "mr")
     ring_seconds: float = 60.0
+    realtime_turns: bool = False
 
     def __post_init__(self) -> None:
         behaviour = self.behaviour.replace("_", "-")
@@ -153,6 +168,41 @@ class LineOptions:
             raise InputError("csi is at most 20 characters (T.30)")
         if self.ring_seconds <= 0:
             raise InputError("ring_seconds must be positive")
+
+
+class DteTurn:
+    """Follows the Class 1 dialogue to tell when the modem is waiting for the DTE.
+
+    The modem's turn ends with a final result code, or with CONNECT to a
+    transmit command (+FTH/+FTM: the modem now waits for data); the DTE's turn
+    ends with the first byte it sends. Only verbose result codes (ATV1, the
+    default) are recognised.
+    """
+
+    def __init__(self) -> None:
+        self.waiting = False
+        self._tail = b""
+        self._command = bytearray()
+        self._reading_command = True
+        self._transmit = False
+
+    def modem_sent(self, data: bytes) -> None:
+        self._tail = (self._tail + data)[-16:]
+        if self._tail.endswith(FINAL_RESULTS):
+            self.waiting = True
+            self._reading_command = True
+            self._command.clear()
+        elif self._tail.endswith(b"\r\nCONNECT\r\n") and self._transmit:
+            self.waiting = True
+
+    def dte_sent(self, data: bytes) -> None:
+        self.waiting = False
+        if self._reading_command:
+            end = data.find(b"\r")
+            self._command += data if end < 0 else data[:end]
+            if end >= 0 or len(self._command) > 80:
+                self._transmit = bool(TRANSMIT_COMMAND.search(self._command))
+                self._reading_command = False
 
 
 @dataclass(frozen=True)
@@ -290,8 +340,11 @@ class _Call:
     started_clock: int
     started_at: str
     stem: str
-    stage: str = "ringing"  # ringing → connected → over (far end gone) / ended
+    # ringing | voice | connected → over (far end done) or draining (near end on hook
+    # first: the far end hears the last of the line before it is told) → ended
+    stage: str = "ringing"
     due_clock: int | None = None  # line time of the next scripted event
+    onhook_clock: int | None = None  # line time the modem went on hook
     fax: _FaxFarEnd | None = None
     voice_pos: int = 0
     recorded: bool = False
@@ -333,6 +386,7 @@ class SimulatedLine:
         self._t31: int | None = None
         self._outbox = bytearray()
         self._cts = True
+        self._turn = DteTurn()
         self._events: list[tuple[str, str]] = []
         self._clock = 0  # samples since start
         self._call_samples = 0  # samples spent off hook
@@ -441,7 +495,10 @@ class SimulatedLine:
                     self._tick()
                     self._handle_events()
                     self._flush_output()
-                    period = 0.02 / self.options.pacing if self._call else 0.02
+                    realtime = self._call is None or (
+                        self.options.realtime_turns and self._turn.waiting
+                    )
+                    period = 0.02 if realtime else 0.02 / self.options.pacing
                     next_tick += period
                     if next_tick < now - 5 * period:
                         next_tick = now  # fell behind: slow line time rather than burst
@@ -478,6 +535,7 @@ class SimulatedLine:
                 return
             if log.isEnabledFor(logging.DEBUG) and len(data) < 80:
                 log.debug("%s DTE> %r", self.name, data)
+            self._turn.dte_sent(data)
             self._lib.t31_at_rx(self._t31, data, len(data))
             budget -= len(data)
 
@@ -508,7 +566,8 @@ class SimulatedLine:
             self._watch_hangup(call, call.fax, produced)
         self._clock += BLOCK
         if call is not None:
-            self._call_samples += BLOCK
+            if call.onhook_clock is None:
+                self._call_samples += BLOCK
             self._advance_call(call)
 
     def _add_noise(self, block: np.ndarray) -> None:
@@ -532,7 +591,14 @@ class SimulatedLine:
                     self._end_call("calldropped")
                 self._begin_call(detail)
             elif kind == "onhook" and self._call is not None:
-                self._end_call(None)
+                call = self._call
+                if call.fax is not None and not call.fax.finished:
+                    if call.stage != "draining":
+                        call.stage = "draining"
+                        call.onhook_clock = self._clock
+                        call.due_clock = self._clock + int(DRAIN_SECONDS * spandsp.SAMPLE_RATE)
+                else:
+                    self._end_call(None)
 
     def _begin_call(self, dialled: str) -> None:
         number = self._next_call
@@ -572,6 +638,8 @@ class SimulatedLine:
                 self._end_call("no_answer")
             elif call.stage == "over":
                 self._lib.t31_call_event(self._t31, CallEvent.HANGUP)
+            elif call.stage == "draining":
+                self._end_call(None)
             return
         if fax is not None and fax.hung_up:
             # hang-up after page N: the far end drops the line, the modem reports NO CARRIER.
@@ -623,18 +691,22 @@ class SimulatedLine:
         self._lib.fax_free(fax.state)
         result = override or spandsp.completion_name(fax.completion)
         self._record(call, result, fax)
-        if result != "ok" and override is None:
-            # A failed far end gives up and hangs up shortly after.
+        if call.stage == "draining":  # the modem is on hook already
+            self._end_call(None)
+        elif call.stage != "ended":
             call.stage = "over"
-            call.due_clock = self._clock + int(FAR_END_HANGUP_DELAY * spandsp.SAMPLE_RATE)
-        else:
-            call.stage = "over"
+            if result != "ok" and override is None:
+                # A failed far end gives up and hangs up shortly after.
+                call.due_clock = self._clock + int(FAR_END_HANGUP_DELAY * spandsp.SAMPLE_RATE)
 
     def _end_call(self, result: str | None) -> None:
         """The modem went on hook (or the call failed to connect): record and forget the call."""
         call = self._call
         if call is None:
             return
+        call.stage = "ended"
+        if call.onhook_clock is None:
+            call.onhook_clock = self._clock
         if call.fax is not None:
             fax = call.fax
             if not fax.finished:
@@ -686,7 +758,11 @@ class SimulatedLine:
             "bad_rows": stats.get("bad_rows", 0),
             "remote_ident": fax.remote_ident if fax else "",
             "csi": self.options.csi,
-            "line_seconds": round((self._clock - call.started_clock) / spandsp.SAMPLE_RATE, 3),
+            "line_seconds": round(
+                (min(self._clock, call.onhook_clock or self._clock) - call.started_clock)
+                / spandsp.SAMPLE_RATE,
+                3,
+            ),
             "started_at": call.started_at,
             "ended_at": _now(),
             "tiff": tiff_name,
@@ -714,6 +790,7 @@ class SimulatedLine:
         if log.isEnabledFor(logging.DEBUG) and length < 80:
             log.debug("%s <DCE %r", self.name, data)
         self._outbox += data
+        self._turn.modem_sent(data)
         if len(self._outbox) > 1 << 20:  # nobody reads the port: keep the newest
             del self._outbox[: len(self._outbox) - (1 << 20)]
         return length

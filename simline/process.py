@@ -21,9 +21,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import IO
 
-from faxgate.simline.line import LineError, LineOptions, SimulatedLine
-
 from faxgate.errors import InputError
+from faxgate.simline.line import LineError, LineOptions, SimulatedLine
 
 
 def serve(
@@ -76,8 +75,8 @@ def options_to_args(options: LineOptions) -> list[str]:
         if value == getattr(defaults, item.name) and item.name != "pacing":
             continue
         flag = "--" + item.name.replace("_", "-")
-        if item.name == "ecm":
-            args.append("--ecm" if value else "--no-ecm")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + flag[2:])
         elif item.name in ("resolutions", "compressions"):
             for entry in value:
                 args += [flag[:-1], entry]  # --resolution fine --resolution standard

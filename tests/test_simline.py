@@ -1,6 +1,7 @@
 """The simulated phone line, exercised by an independent sender (Debian's efax) and raw AT.
 
-efax dies when a page's data lasts under one wall second (see
+efax runs its timers in wall time, so its lines use realtime_turns. It dies when
+a page's data lasts under one wall second (see
 faxgate.simline.efax), so efax tests run at EFAX_PACING with pages of about
 15 line seconds at 14400 bit/s; efax stops timing when its last byte enters the
 pty and T.31 buffers (~8 KB early), which leaves about 2 wall seconds per page.
@@ -17,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import serial
-from faxgate.simline import LineOptions, SimulatedLine, efax, read_sidecars, wait_for_fax
-from faxgate.simline.line import white_noise
-from faxgate.simline.process import LineProcess, options_to_args
 from PIL import Image
 
 from faxgate.errors import InputError
+from faxgate.simline import LineOptions, SimulatedLine, efax, read_sidecars, wait_for_fax
+from faxgate.simline.line import DteTurn, white_noise
+from faxgate.simline.process import LineProcess, options_to_args
 
 EFAX_PACING = 6.0
 
@@ -78,8 +79,34 @@ def test_options_are_validated() -> None:
         LineOptions(resolutions=("standard", "photo"))
     assert LineOptions(hangup_after_page=2).behaviour == "hangup-after"
     assert LineOptions(behaviour="no_answer").behaviour == "no-answer"
-    args = options_to_args(LineOptions(pacing=30, max_rate=9600, resolutions=("fine",)))
-    assert args == ["--pacing", "30", "--max-rate", "9600", "--resolution", "fine"]
+    args = options_to_args(
+        LineOptions(pacing=30, max_rate=9600, resolutions=("fine",), realtime_turns=True)
+    )
+    assert args == [
+        *("--pacing", "30", "--max-rate", "9600", "--resolution", "fine"),
+        "--realtime-turns",
+    ]
+
+
+def test_dte_turn_follows_the_class1_dialogue() -> None:
+    turn = DteTurn()
+    turn.dte_sent(b"AT+FRH=3\r")
+    turn.modem_sent(b"\r\nCONNECT\r\n")
+    assert not turn.waiting  # a frame is coming from the line
+    turn.modem_sent(b"\xff\x13\x80\x00\x10\x03")
+    turn.modem_sent(b"\r\n")
+    turn.modem_sent(b"OK")
+    assert not turn.waiting
+    turn.modem_sent(b"\r\n")
+    assert turn.waiting  # the DTE must answer now
+    turn.dte_sent(b"AT+FTH=3\r")
+    assert not turn.waiting
+    turn.modem_sent(b"\r\nCONNECT\r\n")
+    assert turn.waiting  # the modem sends flags until the DTE's frame comes
+    turn.dte_sent(b"\xff\x03\x10\x03")
+    assert not turn.waiting
+    turn.modem_sent(b"\r\nNO CARRIER\r\n")
+    assert turn.waiting
 
 
 def test_noise_level_is_calibrated_in_dbm0() -> None:
@@ -141,7 +168,9 @@ def test_no_answer_and_voice_calls_are_recorded(tmp_path: Path) -> None:
 def test_efax_sends_one_page(tmp_path: Path) -> None:
     pages, files = efax_files(tmp_path, 1, "standard")
     device = tmp_path / "modem0"
-    with SimulatedLine(device, tmp_path / "out", LineOptions(pacing=EFAX_PACING)) as line:
+    with SimulatedLine(
+        device, tmp_path / "out", LineOptions(pacing=EFAX_PACING, realtime_turns=True)
+    ) as line:
         sent = efax.send(device, files)
         assert sent.returncode == 0, sent.log
         (fax,) = line.wait_for_fax(1, timeout=10)
@@ -164,12 +193,13 @@ def test_efax_sends_one_page(tmp_path: Path) -> None:
 def test_efax_two_fine_pages(tmp_path: Path) -> None:
     pages, files = efax_files(tmp_path, 2, "fine")
     device = tmp_path / "modem0"
-    options = LineOptions(pacing=EFAX_PACING, resolutions=("standard", "fine"))
+    options = LineOptions(pacing=EFAX_PACING, realtime_turns=True, resolutions=("standard", "fine"))
     with SimulatedLine(device, tmp_path / "out", options) as line:
         sent = efax.send(device, files)
         assert sent.returncode == 0, sent.log
         (fax,) = line.wait_for_fax(1, timeout=10)
-    assert (fax.result, fax.pages, fax.bit_rate, fax.resolution) == ("ok", 2, 14400, "fine")
+    summary = (fax.result, fax.pages, fax.bit_rate, fax.resolution)
+    assert summary == ("ok", 2, 14400, "fine"), (fax.json, sent.log)
     images = fax.images()
     assert len(images) == 2
     assert efax.page_matches(images[0], pages[0]) and efax.page_matches(images[1], pages[1])
@@ -189,7 +219,7 @@ def test_busy_line(tmp_path: Path) -> None:
 def test_far_end_hangs_up_after_first_page(tmp_path: Path) -> None:
     _, files = efax_files(tmp_path, 2, "standard")
     device = tmp_path / "modem0"
-    options = LineOptions(pacing=EFAX_PACING, hangup_after_page=1)
+    options = LineOptions(pacing=EFAX_PACING, realtime_turns=True, hangup_after_page=1)
     with SimulatedLine(device, tmp_path / "out", options) as line:
         sent = efax.send(device, files)
         (fax,) = line.wait_for_fax(1, timeout=10)
@@ -207,7 +237,7 @@ def test_two_lines_at_once(tmp_path: Path) -> None:
     def send(device: Path) -> None:
         results[device.name] = efax.send(device, files, number=device.name[-1])
 
-    options = LineOptions(pacing=EFAX_PACING)
+    options = LineOptions(pacing=EFAX_PACING, realtime_turns=True)
     with SimulatedLine(devices[0], out, options), SimulatedLine(devices[1], out, options):
         senders = [threading.Thread(target=send, args=(device,)) for device in devices]
         for sender in senders:
@@ -229,7 +259,9 @@ def test_line_as_a_process(tmp_path: Path) -> None:
     device = tmp_path / "modem0"
     out = tmp_path / "out"
     spare = tmp_path / "modem1"
-    options = LineOptions(pacing=EFAX_PACING, max_rate=9600, noise_dbm0=-55, csi="555 0142")
+    options = LineOptions(
+        pacing=EFAX_PACING, realtime_turns=True, max_rate=9600, noise_dbm0=-55, csi="555 0142"
+    )
     process = LineProcess([device, spare], out, options)
     with process:
         assert device.is_symlink() and spare.is_symlink()

@@ -93,6 +93,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="S",
         help="line seconds a no-answer call rings before NO ANSWER",
     )
+    parser.add_argument(
+        "--realtime-turns",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="run line time at wall speed while the modem waits for the DTE "
+        "(for DTEs with real-time timers such as efax)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -113,5 +120,6 @@ def run(args: argparse.Namespace) -> int:
         noise_dbm0=args.noise_dbm0,
         csi=args.csi,
         ring_seconds=args.ring_seconds,
+        realtime_turns=args.realtime_turns,
     )
     return serve(args.device, args.outdir, options)
