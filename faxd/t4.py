@@ -287,17 +287,13 @@ def _pack(values: np.ndarray, lengths: np.ndarray, lsb_first: bool) -> bytes:
     start = ends - placed
     word = start >> 6
     shift = 64 - (start & 63) - placed  # negative: spills into the next output word
-    fits = shift >= 0
-    main = np.where(
-        fits,
-        values << np.maximum(shift, 0).astype(np.uint64),
-        values >> np.maximum(-shift, 0).astype(np.uint64),
-    )
+    spill = np.flatnonzero(shift < 0)
+    main = values << np.maximum(shift, 0).astype(np.uint64)
+    main[spill] = values[spill] >> (-shift[spill]).astype(np.uint64)
     out = np.zeros((total + 63) // 64 + 1, dtype=np.uint64)
     if len(word):
         firsts = np.flatnonzero(np.diff(word, prepend=-1))
         out[word[firsts]] = np.bitwise_or.reduceat(main, firsts)
-        spill = np.flatnonzero(~fits)
         out[word[spill] + 1] |= values[spill] << (64 + shift[spill]).astype(np.uint64)
     data = out.astype(">u8").tobytes()[: (total + 7) // 8]
     return reverse_bits(data) if lsb_first else data
@@ -395,50 +391,61 @@ def _encode_packed(
     else:
         groups = [_encode_2d(lines, None)]
 
-    words_per_row = np.zeros(height, dtype=np.int64)
-    data_bits = np.zeros(height, dtype=np.int64)
-    for word_row, _, lengths in groups:
-        words_per_row += np.bincount(word_row, minlength=height)
-        data_bits += np.bincount(word_row, weights=lengths, minlength=height).astype(np.int64)
+    if len(groups) == 1:
+        word_row, data_values, data_lengths = groups[0]
+    else:  # MR: interleave the 1D and 2D rows' words in row order
+        per_row = [np.bincount(g[0], minlength=height) for g in groups]
+        row_first = np.cumsum(per_row[0] + per_row[1]) - per_row[0] - per_row[1]
+        size = sum(len(g[0]) for g in groups)
+        word_row = np.empty(size, dtype=np.int32)
+        data_values = np.empty(size, dtype=np.uint64)
+        data_lengths = np.empty(size, dtype=np.int64)
+        for (rows_of, group_values, group_lengths), counts in zip(groups, per_row, strict=True):
+            rank = np.arange(len(rows_of)) - (np.cumsum(counts) - counts)[rows_of]
+            at = row_first[rows_of] + rank
+            word_row[at] = rows_of
+            data_values[at] = group_values
+            data_lengths[at] = group_lengths
 
-    t4 = coding != "mmr"
+    if coding == "mmr":
+        trailer = [(1, _EOL_BITS), (1, _EOL_BITS)] if rtc else []  # EOFB
+        values = np.concatenate((data_values, np.array([v for v, _ in trailer], np.uint64)))
+        lengths = np.concatenate((data_lengths, np.array([n for _, n in trailer], np.int64)))
+        return _pack(values, lengths, lsb_first)
+
+    # T.4: a prefix word before each row: fill after the row before, EOL, and
+    # (MR) the row's tag bit.
     eol_value, eol_bits = (2, _EOL_BITS + 1) if coding == "mr" else (1, _EOL_BITS)
-    trailer: list[tuple[int, int]] = []
-    if t4:
-        # Prefix word of row r: fill after row r-1, EOL, and (MR) the tag of row r.
-        prefix_values = np.full(height, eol_value, dtype=np.uint64)
-        if coding == "mr":
-            prefix_values |= (all_rows % k == 0).astype(np.uint64)
+    prefix_values = np.full(height, eol_value, dtype=np.uint64)
+    if coding == "mr":
+        prefix_values |= (all_rows % k == 0).astype(np.uint64)
+    if min_bits_per_line or align_eol:
+        data_bits = np.bincount(word_row, weights=data_lengths, minlength=height).astype(np.int64)
         fill = np.maximum(0, min_bits_per_line - data_bits - eol_bits)
         if align_eol:
             tag_bits = eol_bits - _EOL_BITS
             fill += -(tag_bits + data_bits + fill + _EOL_BITS) % 8
-        prefix_lengths = np.empty(height, dtype=np.int64)
-        prefix_lengths[0] = _EOL_BITS + (4 if align_eol else 0) + (eol_bits - _EOL_BITS)
-        prefix_lengths[1:] = fill[:-1] + eol_bits
-        if rtc:
-            # RTC: six EOLs (MR: EOL+1); the first ends the last line, so it is padded.
-            trailer.append((eol_value | (coding == "mr"), int(fill[-1]) + eol_bits))
-            trailer += [(eol_value | (coding == "mr"), eol_bits)] * 5
-    elif rtc:
-        trailer = [(1, _EOL_BITS), (1, _EOL_BITS)]  # EOFB
-
-    prefix_words = 1 if t4 else 0
-    row_words = words_per_row + prefix_words
-    row_first = np.cumsum(row_words) - row_words
-    total = int(row_words.sum()) + len(trailer)
+    else:
+        fill = np.zeros(height, dtype=np.int64)
+    prefix_lengths = np.empty(height, dtype=np.int64)
+    prefix_lengths[0] = _EOL_BITS + (4 if align_eol else 0) + (eol_bits - _EOL_BITS)
+    prefix_lengths[1:] = fill[:-1] + eol_bits
+    trailer = []
+    if rtc:
+        # RTC: six EOLs (MR: EOL+1); the first ends the last line, so it is padded.
+        rtc_value = eol_value | (coding == "mr")
+        trailer = [(rtc_value, int(fill[-1]) + eol_bits)] + [(rtc_value, eol_bits)] * 5
+    words = len(word_row)
+    total = words + height + len(trailer)
     values = np.empty(total, dtype=np.uint64)
     lengths = np.empty(total, dtype=np.int64)
-    if t4:
-        values[row_first] = prefix_values
-        lengths[row_first] = prefix_lengths
-    for word_row, group_values, group_lengths in groups:
-        per_row = np.bincount(word_row, minlength=height)
-        group_first = np.cumsum(per_row) - per_row
-        rank = np.arange(len(word_row)) - group_first[word_row]
-        at = row_first[word_row] + prefix_words + rank
-        values[at] = group_values
-        lengths[at] = group_lengths
+    data_at = np.arange(words) + word_row + 1  # after the prefixes of rows 0..row
+    values[data_at] = data_values
+    lengths[data_at] = data_lengths
+    words_per_row = np.bincount(word_row, minlength=height)
+    prefix_at = np.cumsum(words_per_row) - words_per_row + all_rows
+    values[prefix_at] = prefix_values
+    lengths[prefix_at] = prefix_lengths
     for i, (value, bits) in enumerate(trailer):
         values[total - len(trailer) + i] = value
         lengths[total - len(trailer) + i] = bits
