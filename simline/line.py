@@ -143,6 +143,8 @@ class LineOptions:
                 raise InputError("hangup_after_page must be at least 1")
             if behaviour == "answer":
                 behaviour = "hangup-after"
+            elif behaviour != "hangup-after":
+                raise InputError(f"hangup_after_page does not go with behaviour {behaviour}")
         if behaviour == "hangup-after" and self.hangup_after_page is None:
             raise InputError("behaviour hangup-after needs hangup_after_page")
         object.__setattr__(self, "behaviour", behaviour)

@@ -77,6 +77,8 @@ def test_options_are_validated() -> None:
         LineOptions(behaviour="hangup-after")
     with pytest.raises(InputError):
         LineOptions(resolutions=("standard", "photo"))
+    with pytest.raises(InputError):
+        LineOptions(behaviour="busy", hangup_after_page=1)
     assert LineOptions(hangup_after_page=2).behaviour == "hangup-after"
     assert LineOptions(behaviour="no_answer").behaviour == "no-answer"
     args = options_to_args(

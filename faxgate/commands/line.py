@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from faxgate.errors import InputError
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
@@ -107,8 +105,6 @@ def run(args: argparse.Namespace) -> int:
     from faxgate.simline.line import LineOptions
     from faxgate.simline.process import serve
 
-    if args.hangup_after_page is not None and args.behaviour not in ("answer", "hangup-after"):
-        raise InputError("--hangup-after-page only goes with --behaviour hangup-after")
     options = LineOptions(
         pacing=args.pacing,
         behaviour=args.behaviour,
