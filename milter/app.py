@@ -45,6 +45,7 @@ from faxgate.milter.mimeparts import (
     decode_header,
     describe_char,
     split_message,
+    unfold,
 )
 from faxgate.milter.rules import Facts, Rejection
 from faxgate.render.sniff import UnsupportedDocument, sniff
@@ -242,9 +243,8 @@ class FaxMilter(Milter.Base):
         if self.esmtp_size > limits.max_message_bytes:
             return self._too_big(self.esmtp_size)
         store = self.runtime.store
-        from_addresses = [
-            addr for _name, addr in getaddresses(self._header_values("from")) if "@" in addr
-        ]
+        raw_from = [unfold(v) for n, v in self.headers if n.lower() == "from"]
+        from_addresses = [addr for _name, addr in getaddresses(raw_from) if "@" in addr]
         facts = Facts(
             config=self.config,
             store=store,

@@ -137,11 +137,19 @@ def decode_rfc2047(text: str) -> str:
     return "".join(out)
 
 
+def unfold(raw: bytes | str) -> str:
+    """Header field value as text, unfolded and raw 8-bit guessed, encoded words kept.
+
+    Structured fields (addresses) must be parsed in this form: a decoded
+    display name may contain ',' or '<' and change what the address is.
+    """
+    text = raw if isinstance(raw, str) else decode_bytes(raw)
+    return _FOLD.sub("", text).strip()
+
+
 def decode_header(raw: bytes | str) -> str:
     """Header field value as text: unfolded, raw 8-bit guessed, RFC 2047 decoded."""
-    text = raw if isinstance(raw, str) else decode_bytes(raw)
-    text = _FOLD.sub("", text)
-    return decode_rfc2047(text).strip()
+    return decode_rfc2047(unfold(raw)).strip()
 
 
 def ascii_safe(text: str, limit: int = 400) -> str:

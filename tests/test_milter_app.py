@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from email.message import EmailMessage
@@ -302,9 +303,7 @@ def test_non_ascii_offending_character_is_described_in_ascii(gw: Gateway) -> Non
 def test_gbk_encoded_subject(gw: Gateway) -> None:
     name = "金恒科技"
     encoded = (
-        "=?GB2312?B?"
-        + __import__("base64").b64encode(f"86-755-83235170/{name}".encode("gb2312")).decode()
-        + "?="
+        "=?GB2312?B?" + base64.b64encode(f"86-755-83235170/{name}".encode("gb2312")).decode() + "?="
     )
     raw = fax_mail().replace(b"Subject: 755-83235170/Zhang", b"Subject: " + encoded.encode())
     assert gw.send(raw).result == "discard"
@@ -389,7 +388,7 @@ def test_rfc2231_chinese_filename_and_hostile_path(gw: Gateway) -> None:
 def test_rfc2047_filename(gw: Gateway) -> None:
     raw = fax_mail(attachments=[("x.pdf", make_pdf(), "application/pdf")]).replace(
         b'filename="x.pdf"',
-        b'filename="=?GBK?B?' + __import__("base64").b64encode("报价.pdf".encode("gbk")) + b'?="',
+        b'filename="=?GBK?B?' + base64.b64encode("报价.pdf".encode("gbk")) + b'?="',
     )
     assert gw.send(raw).result == "discard"
     assert gw.jobs()[0]["documents"][0]["filename"] == "报价.pdf"
@@ -504,3 +503,20 @@ def test_store_failure_after_spooling_is_not_a_reject(
     monkeypatch.setattr(gw.store, "record_job", broken)
     assert gw.send(fax_mail()).result == "discard"
     assert len(gw.jobs()) == 1
+
+
+def test_encoded_display_name_cannot_smuggle_an_address(gw: Gateway) -> None:
+    # Decoded, the name reads "alice@example.com (": parsing addresses after
+    # decoding finds only Alice's address; the real address is Mallory's.
+    name = "=?utf-8?B?" + base64.b64encode(b"alice@example.com (").decode() + "?="
+    raw = fax_mail().replace(
+        b"From: Alice <alice@example.com>", f"From: {name} <mallory@evil.example>".encode()
+    )
+    out = gw.send(raw)
+    assert (out.result, out.reply[1]) == ("reject", "5.7.1")
+    ok = fax_mail().replace(
+        b"From: Alice <alice@example.com>",
+        b"From: =?utf-8?B?" + base64.b64encode("张三".encode()) + b"?= <alice@example.com>",
+    )
+    assert gw.send(ok).result == "discard"
+    assert gw.jobs()[0]["from_header"] == "张三 <alice@example.com>"
