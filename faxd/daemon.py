@@ -45,11 +45,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from faxgate.faxd import queue as q
-from faxgate.faxd import spool
-from faxgate.faxd.mailout import MailPermanentError, MailTemporaryError, send_mail
-from faxgate.faxd.page import FaxPage
-
 from faxgate.errors import (
     FaxgateError,
     InputError,
@@ -57,6 +52,10 @@ from faxgate.errors import (
     PermanentError,
     TemporaryError,
 )
+from faxgate.faxd import queue as q
+from faxgate.faxd import spool
+from faxgate.faxd.mailout import MailPermanentError, MailTemporaryError, send_mail
+from faxgate.faxd.page import FaxPage
 
 log = logging.getLogger("faxgate.faxd")
 
@@ -582,8 +581,9 @@ class FaxDaemon:
         target = aj.job_dir / PAGES_FILE
         pages: list[FaxPage] = []
         error = ""
+        loaded = target.exists()
         try:
-            if target.exists():
+            if loaded:
                 pages = self._load_pages(aj)
             else:
                 pages = self.renderer(aj.job_dir, aj.job)
@@ -618,7 +618,10 @@ class FaxDaemon:
                 for rec in p.recipients:
                     rec.pages_total = len(pages)
                 self._save(aj, *p.recipients)
-                self._event(aj, "rendered", f"{len(pages)} page(s)")
+                if loaded:
+                    log.info("job %s: %d page(s) loaded from %s", aj.job_id, len(pages), target)
+                else:
+                    self._event(aj, "rendered", f"{len(pages)} page(s)")
             self.cond.notify_all()
 
     def _render_loop(self) -> None:
@@ -740,9 +743,9 @@ class FaxDaemon:
 
         try:
             result = self.dialer(modem.device, dial, pages, first_page, confirmed)
-        except (FaxgateError, OSError) as exc:
+        except Exception as exc:  # a bug in one call must not take the modem down
             modem.last_error = str(exc)
-            log.error("modem %s: %s", modem.device, exc)
+            log.exception("modem %s: call failed: %s", modem.device, exc)
             return q.CallOutcome(ok=False, reason="modem_error", message=str(exc))
         if result.reason == "modem_error":
             modem.last_error = result.message or "modem error"

@@ -465,10 +465,15 @@ def retry_now(job: JobProgress, now: float) -> list[RecipientProgress]:
 
 def recover_after_crash(job: JobProgress, now: float) -> list[RecipientProgress]:
     """A recipient left ``dialing`` by a crash is due again at once; its
-    ``pages_confirmed`` (persisted after every MCF) says where to resume."""
+    ``pages_confirmed`` (persisted after every MCF) says where to resume, and
+    if every page was confirmed it is sent."""
     changed = [r for r in job.recipients if r.state == DIALING]
     for rec in changed:
-        if rec.cancel_requested:
+        if rec.pages_total and rec.pages_confirmed >= rec.pages_total:
+            # The far end confirmed the last page; only the hang-up was lost.
+            rec.last_reason = None
+            _finish(rec, SENT, None, now)
+        elif rec.cancel_requested:
             _finish(rec, CANCELLED, "cancelled", now)
         else:
             rec.state = PENDING

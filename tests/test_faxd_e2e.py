@@ -20,14 +20,14 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from PIL import Image
+
+from faxgate import config
 from faxgate.faxd import daemon as faxd
 from faxgate.faxd import spool
 from faxgate.grammar.subject import parse_subject
 from faxgate.simline import LineOptions, read_sidecars
 from faxgate.simline.process import LineProcess
-from PIL import Image
-
-from faxgate import config
 from faxgate.store import Store
 
 PACING = 25.0
@@ -170,6 +170,18 @@ class Running:
         assert not self.thread.is_alive()
 
 
+class Lines:
+    """Simulated lines, each a ``faxgate line`` process."""
+
+    def __init__(self) -> None:
+        self.processes: list[LineProcess] = []
+
+    def stop(self) -> None:
+        for proc in self.processes:
+            proc.stop()
+        self.processes = []
+
+
 @pytest.fixture
 def env(tmp_path: Path):
     """Config factory plus clean-up of everything started."""
@@ -179,12 +191,17 @@ def env(tmp_path: Path):
         tmp = tmp_path
         smtp_port = free_port()
 
-        def line(self, names: list[str], options: LineOptions) -> tuple[list[Path], LineProcess]:
+        def line(self, names: list[str], options: LineOptions) -> tuple[list[Path], Lines]:
             devices = [tmp_path / name for name in names]
-            proc = LineProcess(devices, tmp_path / "far", options)
-            proc.start()
-            started.append(proc)
-            return devices, proc
+            lines = Lines()
+            started.append(lines)
+            for device in devices:
+                # One process per line: a line process reports READY per device on
+                # one pipe, and two READY lines arriving together can be missed.
+                proc = LineProcess([device], tmp_path / "far", options)
+                proc.start()
+                lines.processes.append(proc)
+            return devices, lines
 
         def smtp(self) -> Capture:
             controller, capture = start_smtp(self.smtp_port)

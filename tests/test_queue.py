@@ -7,10 +7,10 @@ import json
 from datetime import datetime
 
 import pytest
-from faxgate.faxd import queue as q
 
 from faxgate.config import FaxdConfig
 from faxgate.errors import ConfigError
+from faxgate.faxd import queue as q
 
 T0 = 1_700_000_000.0
 POLICY = q.RetryPolicy()
@@ -186,6 +186,9 @@ def test_cancel_hold_release_retry_and_crash_recovery() -> None:
     assert q.recover_after_crash(crashed, T0 + 30) == [crashed.recipients[0]]
     assert crashed.recipients[0].state == q.PENDING
     assert q.begin_call(crashed.recipients[0], T0 + 31) == 2
+    q.page_confirmed(crashed.recipients[0], 3)  # the last MCF arrived, then the crash
+    assert q.recover_after_crash(crashed, T0 + 40) == [crashed.recipients[0]]
+    assert crashed.recipients[0].state == q.SENT
 
 
 def test_network_fallback_to_phone_and_temporary_retry() -> None:
