@@ -21,7 +21,14 @@ import serial
 from PIL import Image
 
 from faxgate.errors import InputError
-from faxgate.simline import LineOptions, SimulatedLine, efax, read_sidecars, wait_for_fax
+from faxgate.simline import (
+    LineOptions,
+    ReceivedFax,
+    SimulatedLine,
+    efax,
+    read_sidecars,
+    wait_for_fax,
+)
 from faxgate.simline.line import DteTurn, white_noise
 from faxgate.simline.process import LineProcess, options_to_args
 
@@ -58,6 +65,15 @@ def at(port: serial.Serial, command: bytes, until: bytes = b"OK\r\n", timeout: f
         if reply.endswith(until) or reply.endswith(b"ERROR\r\n"):
             return reply
     raise AssertionError(f"{command!r}: no {until!r} within {timeout} s, got {reply!r}")
+
+
+def dis_of(fax: ReceivedFax) -> bytes:
+    """The DIS frame the far end sent (address, control, FCF, then the FIF)."""
+    return next(bytes.fromhex(f["hex"]) for f in fax.json["frames"] if f["frame"] == "DIS")
+
+
+V17_V29_V27 = 0x2C  # DIS bits 11, 12, 14 as spandsp stores them in octet 4
+ECM_BIT = 0x04  # DIS bit 27, octet 6
 
 
 def wait_line_time(line: SimulatedLine, seconds: float, timeout: float = 10) -> None:
@@ -184,6 +200,8 @@ def test_efax_sends_one_page(tmp_path: Path) -> None:
     assert fax.json["dialled"] == "5551234"
     frames = [frame["frame"] for frame in fax.json["frames"]]
     assert frames[:2] == ["CSI", "DIS"] and "DCS" in frames and frames[-1] == "DCN"
+    dis = dis_of(fax)
+    assert dis[4] & V17_V29_V27 == V17_V29_V27 and not dis[6] & ECM_BIT
     # 15 s of page data at 14400 plus phase B/D: a real call, measured in line time.
     assert 15 < fax.line_seconds <= seconds < 60
     assert fax.tiff is not None and fax.tiff.name == "modem0-0001.tif"
@@ -240,7 +258,8 @@ def test_two_lines_at_once(tmp_path: Path) -> None:
         results[device.name] = efax.send(device, files, number=device.name[-1])
 
     options = LineOptions(pacing=EFAX_PACING, realtime_turns=True)
-    with SimulatedLine(devices[0], out, options), SimulatedLine(devices[1], out, options):
+    with_ecm = LineOptions(pacing=EFAX_PACING, realtime_turns=True, ecm=True)
+    with SimulatedLine(devices[0], out, options), SimulatedLine(devices[1], out, with_ecm):
         senders = [threading.Thread(target=send, args=(device,)) for device in devices]
         for sender in senders:
             sender.start()
@@ -254,6 +273,9 @@ def test_two_lines_at_once(tmp_path: Path) -> None:
     ]
     for fax in faxes:
         assert fax.ok and efax.page_matches(fax.images()[0], pages[0])
+        assert fax.json["ecm"] is False  # efax cannot use the ECM modem1 offers
+    by_device = sorted(faxes, key=lambda fax: fax.device)
+    assert [bool(dis_of(fax)[6] & ECM_BIT) for fax in by_device] == [False, True]
 
 
 def test_line_as_a_process(tmp_path: Path) -> None:
@@ -274,6 +296,7 @@ def test_line_as_a_process(tmp_path: Path) -> None:
     assert process.process is not None and process.process.returncode == 0, process.stderr()
     assert not device.is_symlink() and not spare.is_symlink()
     assert (fax.result, fax.bit_rate) == ("ok", 9600)
+    assert dis_of(fax)[4] & V17_V29_V27 == 0x0C  # V.29 and V.27 ter, no V.17
     assert "555 0142" in sent.log
     sidecar = json.loads((out / "modem0-0001.json").read_text())
     assert sidecar["tiff"] == "modem0-0001.tif" and sidecar["call"] == 1
