@@ -159,6 +159,9 @@ class FaxMilter(Milter.Base):
 
     @_guarded()
     def data(self) -> int:
+        if self.failure:
+            # MAIL or RCPT failed: we cannot tell whether a fax address was among them.
+            return self._tempfail(self.failure)
         # No fax address: not our business, and Postfix need not send us anything more.
         return Milter.CONTINUE if self.fax_rcpts else Milter.ACCEPT
 

@@ -89,8 +89,12 @@ def drive(
     sender: str,
     recipients: Iterable[str],
     macros: Mapping[str, str] | None = None,
+    mail_params: Iterable[str] = (),
 ) -> Outcome:
-    """Run one message through a fresh milter connection and return the outcome."""
+    """Run one message through a fresh milter connection and return the outcome.
+
+    ``mail_params`` are ESMTP MAIL FROM parameters such as ``SIZE=1234``.
+    """
     Milter.factory = factory
     ctx = _Ctx()
     for name, value in (macros or {}).items():
@@ -108,7 +112,7 @@ def drive(
     def decided(rc: int) -> bool:
         return rc not in (Milter.CONTINUE, Milter.NOREPLY)
 
-    rc = ctx._envfrom(f"<{sender}>")
+    rc = ctx._envfrom(f"<{sender}>", *mail_params)
     if decided(rc):
         return outcome(rc, "envfrom")
     for rcpt in recipients:

@@ -85,6 +85,7 @@ class Gateway:
         sender: str = ALICE,
         recipients: tuple[str, ...] = (FAX,),
         macros: dict[str, str] | None = None,
+        mail_params: tuple[str, ...] = (),
     ) -> Outcome:
         return drive(
             lambda: FaxMilter(self.runtime),
@@ -92,6 +93,7 @@ class Gateway:
             sender,
             recipients,
             {"i": "4ABC123", "{client_addr}": "192.0.2.7", **(macros or {})},
+            mail_params,
         )
 
     def jobs(self) -> list[dict[str, Any]]:
@@ -368,8 +370,16 @@ def test_attachment_over_size_limit(tmp_path: Path) -> None:
 def test_message_over_size_limit_by_esmtp_size_or_body(tmp_path: Path) -> None:
     g = Gateway(tmp_path, limits={"max_message_bytes": 3000})
     g.store.add_sender(ALICE)
-    out = g.send(fax_mail(attachments=[("big.pdf", make_pdf(pages=30), "application/pdf")]))
+    raw = fax_mail(attachments=[("big.pdf", make_pdf(pages=30), "application/pdf")])
+    out = g.send(raw)
     assert (out.stage, out.code, out.reply[1]) == ("eom", "552", "5.3.4")
+    # An honest client announces the size: rejected before the body is sent.
+    early = g.send(raw, mail_params=(f"SIZE={len(raw)}",))
+    assert (early.stage, early.code, early.reply[1]) == ("eoh", "552", "5.3.4")
+    # Ordinary mail of any size is none of the milter's business.
+    assert g.send(raw, recipients=("x@example.org",), mail_params=("SIZE=99999999",)).result == (
+        "accept"
+    )
 
 
 def test_rfc2231_chinese_filename_and_hostile_path(gw: Gateway) -> None:
@@ -492,6 +502,16 @@ def test_internal_error_becomes_451(gw: Gateway, monkeypatch: pytest.MonkeyPatch
     assert (out.result, out.code, out.reply[1]) == ("tempfail", "451", "4.3.0")
     # Ordinary mail is not affected by the broken store.
     assert gw.send(fax_mail(), recipients=("x@example.org",)).result == "accept"
+
+
+def test_envelope_callback_bug_tempfails_rather_than_letting_mail_pass(gw: Gateway) -> None:
+    class Exploding(frozenset):
+        def __contains__(self, item: object) -> bool:
+            raise RuntimeError("bug")
+
+    gw.runtime = Runtime(gw.config, gw.store, Exploding())
+    out = gw.send(fax_mail())
+    assert (out.stage, out.result, out.code, out.reply[1]) == ("data", "tempfail", "451", "4.3.0")
 
 
 def test_store_failure_after_spooling_is_not_a_reject(
