@@ -213,13 +213,21 @@ def test_efax_sends_one_page(tmp_path: Path) -> None:
 def test_efax_two_fine_pages(tmp_path: Path) -> None:
     pages, files = efax_files(tmp_path, 2, "fine")
     device = tmp_path / "modem0"
-    options = LineOptions(pacing=EFAX_PACING, realtime_turns=True, resolutions=("standard", "fine"))
+    options = LineOptions(
+        pacing=EFAX_PACING,
+        realtime_turns=True,
+        resolutions=("standard", "fine"),
+        compressions=("mh",),
+    )
     with SimulatedLine(device, tmp_path / "out", options) as line:
         sent = efax.send(device, files)
         assert sent.returncode == 0, sent.log
         (fax,) = line.wait_for_fax(1, timeout=10)
     summary = (fax.result, fax.pages, fax.bit_rate, fax.resolution)
     assert summary == ("ok", 2, 14400, "fine"), (fax.json, sent.log)
+    dis = dis_of(fax)
+    assert dis[4] & 0x40 and not dis[4] & 0x80  # fine (bit 15) yes, 2-D coding (bit 16) no
+    assert not dis[8] & 0x01  # no superfine (bit 41)
     images = fax.images()
     assert len(images) == 2
     assert efax.page_matches(images[0], pages[0]) and efax.page_matches(images[1], pages[1])
