@@ -162,14 +162,16 @@ class _Lines:
         self.a0[self.first] = -1
         self.index = np.arange(len(self.a1), dtype=np.int32) - self.first[self.row]
 
-    def candidates(self, rows: np.ndarray | None) -> np.ndarray | slice:
-        """Index of the candidates of the selected rows (None: all rows)."""
-        if rows is None:
-            return slice(None)
+    def candidates(self, rows: np.ndarray) -> np.ndarray | slice:
+        """Index of the candidates of the rows selected by a bool mask; a slice
+        (no copying) when they are all rows from some row on."""
+        chosen = np.flatnonzero(rows)
+        if len(chosen) and len(chosen) == self.height - chosen[0]:
+            return slice(int(self.first[chosen[0]]), None)
         return np.flatnonzero(rows[self.row])
 
 
-def _encode_1d(lines: _Lines, rows: np.ndarray | None):
+def _encode_1d(lines: _Lines, rows: np.ndarray):
     """MH code words for the selected rows: (row of each word, values, lengths)."""
     white_values, white_lengths = _run_codes(True)
     black_values, black_lengths = _run_codes(False)
@@ -181,7 +183,7 @@ def _encode_1d(lines: _Lines, rows: np.ndarray | None):
     return lines.row[sel], values, lengths
 
 
-def _encode_2d(lines: _Lines, rows: np.ndarray | None):
+def _encode_2d(lines: _Lines, rows: np.ndarray):
     """MR/MMR 2D code words for the selected rows, each coded against the row
     above (row 0 against an all-white line): (row of each word, values, lengths).
 
@@ -272,6 +274,41 @@ def _encode_2d(lines: _Lines, rows: np.ndarray | None):
             first_white, black_lengths[second_run], white_lengths[second_run]
         )
     return np.repeat(row[steps], words), values, lengths
+
+
+#: Rows coded together; sized so a band's arrays fit in the CPU caches.
+_BAND_ROWS = 256
+
+
+def _band_words(lines: _Lines, coding: str, k: int, first_row: int, own_from: int):
+    """Code words of one band of rows in row order: (page row of each word,
+    values, lengths). ``lines`` starts at page row ``first_row``; rows before
+    ``own_from`` are only there as the reference of the band's first row."""
+    rows = np.arange(first_row, first_row + lines.height)
+    own = rows >= own_from
+    if coding == "mh":
+        groups = [_encode_1d(lines, own)]
+    elif coding == "mr":
+        one_d = rows % k == 0
+        groups = [_encode_1d(lines, own & one_d), _encode_2d(lines, own & ~one_d)]
+    else:
+        groups = [_encode_2d(lines, own)]
+    if len(groups) == 1:
+        word_row, values, lengths = groups[0]
+    else:  # MR: interleave the 1D and 2D rows' words in row order
+        per_row = [np.bincount(g[0], minlength=lines.height) for g in groups]
+        row_first = np.cumsum(per_row[0] + per_row[1]) - per_row[0] - per_row[1]
+        size = sum(len(g[0]) for g in groups)
+        word_row = np.empty(size, dtype=np.int32)
+        values = np.empty(size, dtype=np.uint64)
+        lengths = np.empty(size, dtype=np.int64)
+        for (rows_of, group_values, group_lengths), counts in zip(groups, per_row, strict=True):
+            rank = np.arange(len(rows_of)) - (np.cumsum(counts) - counts)[rows_of]
+            at = row_first[rows_of] + rank
+            word_row[at] = rows_of
+            values[at] = group_values
+            lengths[at] = group_lengths
+    return word_row + first_row, values, lengths
 
 
 def _pack(values: np.ndarray, lengths: np.ndarray, lsb_first: bool) -> bytes:
@@ -379,33 +416,18 @@ def _encode_packed(
         raise ValueError("MR K parameter must be at least 1")
     if min_bits_per_line < 0:
         raise ValueError("min_bits_per_line must not be negative")
-    lines = _Lines(packed, width)
+    # Work in bands of rows: the arrays then stay in the CPU caches, which
+    # about halves the time. Each band also scans the row above it, the
+    # reference line of its first row.
+    parts = []
+    for start in range(0, height, _BAND_ROWS):
+        above = max(start - 1, 0)
+        stop = min(start + _BAND_ROWS, height)
+        parts.append(_band_words(_Lines(packed[above:stop], width), coding, k, above, start))
+    word_row, data_values, data_lengths = (
+        np.concatenate([part[i] for part in parts]) for i in range(3)
+    )
     all_rows = np.arange(height)
-    if coding == "mh":
-        groups = [_encode_1d(lines, None)]
-    elif coding == "mr":
-        one_d = all_rows % k == 0
-        groups = [_encode_1d(lines, one_d)]
-        if not one_d.all():
-            groups.append(_encode_2d(lines, ~one_d))
-    else:
-        groups = [_encode_2d(lines, None)]
-
-    if len(groups) == 1:
-        word_row, data_values, data_lengths = groups[0]
-    else:  # MR: interleave the 1D and 2D rows' words in row order
-        per_row = [np.bincount(g[0], minlength=height) for g in groups]
-        row_first = np.cumsum(per_row[0] + per_row[1]) - per_row[0] - per_row[1]
-        size = sum(len(g[0]) for g in groups)
-        word_row = np.empty(size, dtype=np.int32)
-        data_values = np.empty(size, dtype=np.uint64)
-        data_lengths = np.empty(size, dtype=np.int64)
-        for (rows_of, group_values, group_lengths), counts in zip(groups, per_row, strict=True):
-            rank = np.arange(len(rows_of)) - (np.cumsum(counts) - counts)[rows_of]
-            at = row_first[rows_of] + rank
-            word_row[at] = rows_of
-            data_values[at] = group_values
-            data_lengths[at] = group_lengths
 
     if coding == "mmr":
         trailer = [(1, _EOL_BITS), (1, _EOL_BITS)] if rtc else []  # EOFB
