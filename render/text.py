@@ -74,8 +74,17 @@ def wrap(line: str, columns: int = COLUMNS) -> list[str]:
     return rows
 
 
-def paginate(text: str, lines_per_page: int, columns: int = COLUMNS) -> list[list[str]]:
-    """Pages of display lines; a form feed forces a new page."""
+def paginate(
+    text: str, lines_per_page: int, columns: int = COLUMNS, max_pages: int | None = None
+) -> list[list[str]]:
+    """Pages of display lines; a form feed forces a new page. With
+    ``max_pages``, layout stops once there are more pages than that, so a
+    huge file costs no more than the limit allows."""
+    if max_pages is not None:
+        # Characters beyond this cannot fit in max_pages + 1 pages (every character
+        # but zero-width marks takes a column), so a single endless line is cut
+        # before the per-character layout work, not after.
+        text = text[: (max_pages + 1) * lines_per_page * columns * 2]
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     pages: list[list[str]] = []
     sheets = text.split("\f")
@@ -84,10 +93,16 @@ def paginate(text: str, lines_per_page: int, columns: int = COLUMNS) -> list[lis
     for sheet in sheets:
         if sheet.endswith("\n"):
             sheet = sheet[:-1]
-        rows = [row for line in sheet.split("\n") for row in wrap(_clean(line), columns)]
-        pages.extend(rows[i : i + lines_per_page] for i in range(0, len(rows), lines_per_page))
-        if not rows:
-            pages.append([])
+        page: list[str] = []
+        pages.append(page)
+        for line in sheet.split("\n"):
+            for row in wrap(_clean(line), columns):
+                if len(page) == lines_per_page:
+                    page = []
+                    pages.append(page)
+                page.append(row)
+            if max_pages is not None and len(pages) > max_pages:
+                return pages
     return pages
 
 
@@ -106,11 +121,9 @@ def render_text(
     text: str, filename: str, geometry: PageGeometry, max_pages: int
 ) -> list[Image.Image]:
     """Bilevel page images for ``text``."""
-    pages = paginate(text, lines_per_page(geometry))
+    pages = paginate(text, lines_per_page(geometry), max_pages=max_pages)
     if len(pages) > max_pages:
-        raise PageLimitExceeded(
-            filename, f"the text runs to {len(pages)} pages; the limit is {max_pages}"
-        )
+        raise PageLimitExceeded(filename, f"the text runs to more than {max_pages} pages")
     return [draw_lines(rows, geometry) for rows in pages]
 
 

@@ -344,8 +344,15 @@ def test_declared_charset_wins():
 
 
 def test_text_page_limit():
-    with pytest.raises(PageLimitExceeded, match=r"^long\.txt"):
+    with pytest.raises(PageLimitExceeded, match=r"^long\.txt: .*more than 3 pages"):
         render(Document(b"line\n" * 500, "long.txt"), max_pages=3)
+
+
+def test_huge_text_stops_at_the_page_limit_quickly():
+    started = time.monotonic()
+    with pytest.raises(PageLimitExceeded):
+        render(Document("传真 fax line\t".encode() * 2_000_000, "huge.txt"), max_pages=100)
+    assert time.monotonic() - started < 3
 
 
 def test_whitespace_only_text_gives_one_page():
