@@ -82,9 +82,7 @@ SUPPORT_FINE_RESOLUTION = 0x02
 SUPPORT_SUPERFINE_RESOLUTION = 0x04
 SUPPORT_R8_RESOLUTION = 0x20000
 
-# T.30 post-page commands as the phase D handler reports them (t30_fcf.h, X bit cleared).
-FCF_EOM = 0x8E
-FCF_MPS = 0x4E
+# T.30 end of procedure as the phase D handler reports it (t30_fcf.h, X bit cleared).
 FCF_EOP = 0x2E
 
 # The T30_ERR_* completion codes of 0.0.6, in enum order (t30.h); index = code.
