@@ -251,8 +251,10 @@ class FaxDaemon:
         *,
         dialer: Dialer | None = None,
         renderer: Callable[[Path, dict[str, Any]], list[FaxPage]] | None = None,
+        watch: bool = True,
     ) -> None:
         self.cfg = cfg
+        self.watch = watch  # False: find new jobs by the periodic rescan only (a baseline)
         self.root = Path(cfg.spool.directory)
         self.policy = q.RetryPolicy.from_config(cfg.faxd)
         self.dialer = dialer or self._default_dialer
@@ -503,20 +505,14 @@ class FaxDaemon:
         return cap if when is None else min(when, cap)
 
     def write_status(self) -> None:
-        """``faxd-status.json`` in the spool: modems and queue, for ``faxgate status``."""
+        """``faxd-status.json`` in the spool: what the modems are doing, for
+        ``faxgate status`` (which reads the queue from the job states itself)."""
         with self.cond:
-            counts: dict[str, int] = {}
-            for aj in self.jobs.values():
-                for rec in aj.progress.recipients:
-                    if not rec.final:
-                        counts[rec.state] = counts.get(rec.state, 0) + 1
             status = {
                 "pid": os.getpid(),
                 "started": self.started,
                 "updated": time.time(),
-                "modems": [vars(m) for m in self.modems],
-                "active_jobs": len(self.jobs),
-                "recipients": counts,
+                "modems": [dict(vars(m)) for m in self.modems],
             }
         with contextlib.suppress(OSError):
             write_atomically(self.root / STATUS_FILE, json.dumps(status, indent=1).encode())
@@ -947,8 +943,9 @@ class FaxDaemon:
         (self.root / CONTROL_DIR).mkdir(exist_ok=True)
         self._lock_spool()
         inotify = Inotify()
-        inotify.watch(self.root / "incoming")
-        inotify.watch(self.root / CONTROL_DIR)
+        if self.watch:
+            inotify.watch(self.root / "incoming")
+            inotify.watch(self.root / CONTROL_DIR)
         self._recover_active()
         threads = [threading.Thread(target=self._render_loop, name="render", daemon=True)]
         threads.append(threading.Thread(target=self._mail_loop, name="mail", daemon=True))
@@ -973,8 +970,9 @@ class FaxDaemon:
         try:
             while not self.stopping.is_set():
                 now = time.time()
-                self._claim_incoming()
-                self._apply_controls()
+                if self.watch or now >= next_rescan:
+                    self._claim_incoming()
+                    self._apply_controls()
                 self._expire()
                 if now >= next_rescan:
                     self._recover_active()

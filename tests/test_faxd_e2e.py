@@ -10,11 +10,12 @@ from __future__ import annotations
 import email
 import email.policy
 import io
+import json
 import socket
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from aiosmtpd.controller import Controller
 from PIL import Image
 
 from faxgate import config
+from faxgate.cli import main
 from faxgate.faxd import daemon as faxd
 from faxgate.faxd import spool
 from faxgate.grammar.subject import parse_subject
@@ -341,25 +343,33 @@ def test_smtp_down_then_up_sends_exactly_one_receipt(env) -> None:
     assert store.get_job(job_id).receipt_state == "sent"
 
 
-def test_admin_hold_release_cancel_without_modems(env) -> None:
+def test_admin_commands_hold_release_cancel_and_status(env, capsys) -> None:
     capture = env.smtp()
-    cfg = env.config([])
+    closed = datetime.now() + timedelta(hours=2)  # a window that is not open now
+    window = f"{closed:%H:%M}-{closed + timedelta(minutes=1):%H:%M}"
+    cfg = env.config([Path("/nonexistent/ttyFAX9")], sending_window=window)
+    cfg_path = str(cfg.source)
     env.faxd(cfg)
     job_id = submit(cfg, "12345678/Waiting")
-    state_file = Path(cfg.spool.directory) / "active" / job_id / "state.json"
-    wait_until(
-        lambda: (
-            (faxd.read_state(state_file.parent) or None)
-            and faxd.read_state(state_file.parent).rendered
-        ),
-        30,
-        "the job rendered",
-    )
-    assert "job held" in faxd.control_job(cfg, job_id, "hold")
-    assert faxd.read_state(state_file.parent).recipients[0].state == "held"
-    assert "job queued" in faxd.control_job(cfg, job_id, "release")
-    faxd.control_job(cfg, job_id, "cancel")
+    job_dir = Path(cfg.spool.directory) / "active" / job_id
+    wait_until(lambda: (s := faxd.read_state(job_dir)) and s.rendered, 30, "the job rendered")
+
+    def cli(*argv: str) -> str:
+        capsys.readouterr()
+        assert main(["--config", cfg_path, *argv]) == 0
+        return capsys.readouterr().out
+
+    assert "job held" in cli("jobs", "hold", job_id)
+    assert faxd.read_state(job_dir).recipients[0].state == "held"
+    assert Store.open(cfg).get_job(job_id).state == "held"
+    assert "job queued" in cli("jobs", "release", job_id)
+    status = json.loads(cli("status", "--json"))
+    assert status["faxd"]["running"] and status["spool"]["active"] == 1
+    assert status["modems"][0]["device"] == "/nonexistent/ttyFAX9"
+    assert status["recipients"] == {"pending": 1}  # outside the sending window: no call
+    assert "job cancelled" in cli("jobs", "cancel", job_id)
     receipt = wait_until(lambda: capture.parsed("alice@example.com"), 20, "the receipt")[0]
     assert receipt["Subject"].startswith("Fax cancelled")
     assert "(cancelled)" in receipt.get_body(("plain",)).get_content()
     wait_until(lambda: job_state(cfg, job_id) == "cancelled", 10, "cancelled in store")
+    assert main(["--config", cfg_path, "jobs", "cancel", job_id]) == 2  # finished: nothing to do

@@ -180,4 +180,40 @@ def recipient_row(r: JobRecipient) -> tuple:
     )
 
 
-ACTIONS: list[Callable[[argparse._SubParsersAction], None]] = [register_list, register_show]
+CONTROL_HELP = {
+    "cancel": "cancel a job's waiting recipients (a call in progress ends first)",
+    "retry": "make a job's waiting recipients due now",
+    "hold": "stop dialling a job's waiting recipients until released",
+    "release": "let held recipients be dialled again",
+}
+
+
+def register_control(actions: argparse._SubParsersAction) -> None:
+    """cancel | retry | hold | release: requests the running faxd applies (and a
+    stopped one applies when it starts)."""
+    for action, text in CONTROL_HELP.items():
+        parser = actions.add_parser(action, help=text)
+        job_id_arg(parser)
+        parser.add_argument(
+            "--wait",
+            type=float,
+            default=10.0,
+            metavar="SECONDS",
+            help="wait this long for faxd to apply the request (10)",
+        )
+        parser.set_defaults(handler=run_control, control=action)
+
+
+def run_control(args: argparse.Namespace) -> int:
+    from faxgate import config
+    from faxgate.faxd.daemon import control_job
+
+    print(control_job(config.load(args.config), args.job_id, args.control, args.wait))
+    return 0
+
+
+ACTIONS: list[Callable[[argparse._SubParsersAction], None]] = [
+    register_list,
+    register_show,
+    register_control,
+]

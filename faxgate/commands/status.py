@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def collect(cfg: Any, errors: int = 10) -> dict[str, Any]:
     """Everything ``faxgate status`` shows, as plain data."""
     from faxgate.faxd import spool
-    from faxgate.faxd.daemon import STATUS_FILE, faxd_pid
+    from faxgate.faxd.daemon import STATUS_FILE, faxd_pid, read_state
     from faxgate.store import Store
 
     root = Path(cfg.spool.directory)
@@ -43,6 +43,13 @@ def collect(cfg: Any, errors: int = 10) -> dict[str, Any]:
     if not modems:
         modems = [{"device": d, "state": "stopped" if pid is None else "?"} for d in cfg.fax.modems]
     spool_counts = {state: len(spool.list_jobs(root, state)) for state in spool.STATES}
+    waiting: dict[str, int] = {}
+    for job_id in spool.list_jobs(root, "active"):
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            progress = read_state(root / "active" / job_id)
+            for rec in progress.recipients if progress else []:
+                if not rec.final:
+                    waiting[rec.state] = waiting.get(rec.state, 0) + 1
     recent = [
         e.to_dict()
         for e in Store.open(cfg).events(limit=500, since=time.time() - RECENT_SECONDS)
@@ -52,7 +59,7 @@ def collect(cfg: Any, errors: int = 10) -> dict[str, Any]:
         "faxd": {"running": pid is not None, "pid": pid, "started": daemon.get("started")},
         "modems": modems,
         "spool": spool_counts,
-        "recipients": daemon.get("recipients", {}) if pid is not None else {},
+        "recipients": waiting,
         "recent_errors": recent,
     }
 
