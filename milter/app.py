@@ -72,7 +72,7 @@ class Runtime:
 
     @classmethod
     def create(cls, config: Config, store: Store | None = None) -> Runtime:
-        addresses = frozenset(a.strip().lower() for a in config.milter.fax_addresses)
+        addresses = frozenset(_envelope_address(a).lower() for a in config.milter.fax_addresses)
         return cls(config, store or Store.open(config), addresses)
 
 
@@ -264,7 +264,8 @@ class FaxMilter(Milter.Base):
             return self._reject(rejection)
         raw_subjects = [v for n, v in self.headers if n.lower() == "subject"]
         self.subject = decode_header(raw_subjects[0]) if raw_subjects else ""
-        assert facts.sender is not None  # sender_known passed
+        if facts.sender is None:
+            raise RuntimeError("sender rules passed without a registered sender")
         limit = facts.sender.effective_limits(limits).max_recipients
         try:
             facts.recipients = parse_subject(
@@ -293,7 +294,8 @@ class FaxMilter(Milter.Base):
     def _spool_job(self) -> int:
         started = time.monotonic()
         facts = self.facts
-        assert facts is not None and facts.sender is not None
+        if facts is None or facts.sender is None:
+            raise RuntimeError("end of message without checked headers")
         limits = self.config.limits
         raw = self._raw_message()
         try:
