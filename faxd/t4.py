@@ -289,8 +289,11 @@ def _band_words(lines: _Lines, coding: str, k: int, first_row: int, own_from: in
     if coding == "mh":
         groups = [_encode_1d(lines, own)]
     elif coding == "mr":
-        one_d = rows % k == 0
-        groups = [_encode_1d(lines, own & one_d), _encode_2d(lines, own & ~one_d)]
+        one_d = own & (rows % k == 0)
+        two_d = own & ~one_d
+        groups = [_encode_1d(lines, one_d)] if one_d.any() else []
+        if two_d.any():
+            groups.append(_encode_2d(lines, two_d))
     else:
         groups = [_encode_2d(lines, own)]
     if len(groups) == 1:

@@ -283,6 +283,25 @@ def test_random_rows_round_trip(
     assert np.array_equal(got, black)
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    height=st.integers(250, 800),
+    width=st.integers(1, 40),
+    coding=st.sampled_from(CODINGS),
+    k=st.integers(1, 4),
+)
+def test_tall_pages_round_trip_across_bands(
+    seed: int, height: int, width: int, coding: str, k: int
+) -> None:
+    """The encoder works in bands of rows; rows on both sides of a band edge."""
+    rng = np.random.default_rng(seed)
+    black = np.repeat(rng.random((height // 3 + 1, width)) < 0.3, 3, axis=0)[:height]
+    black[rng.integers(0, height, 20)] ^= True
+    data = t4.encode_black(black, coding, k=k, min_bits_per_line=50, align_eol=True)
+    assert np.array_equal(t4.decode_black(data, width, coding), black)
+
+
 # ----------------------------------------------------------------- hostile data
 
 
