@@ -3,7 +3,9 @@
 
 Jobs are submitted one at a time through ``faxgate.faxd.spool.submit`` (as the
 milter does); each waits for its call to reach the line before the next is
-submitted, so queueing behind a busy modem does not count. The far end
+submitted, after a random pause (up to one rescan interval for the baseline,
+so there a job waits half an interval on average), so queueing behind a busy
+modem does not count. The far end
 answers BUSY (a short call; the busy retry is set far in the future), so a
 run of 100 jobs takes about a minute. The same run repeats the measurement
 with inotify switched off, i.e. finding jobs only by the periodic rescan, as
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import email.message
 import email.policy
+import random
 import statistics
 import sys
 import tempfile
@@ -105,7 +108,10 @@ def measure(jobs: int, rescan: int, watch: bool, pacing: float) -> list[float]:
             thread.start()
             ready.wait(30)
             latencies = []
+            rng = random.Random(1)
             for n in range(jobs):
+                # Jobs arrive at random moments relative to the daemon's rescans.
+                time.sleep(rng.uniform(0, rescan if not watch else 0.1))
                 accepted = time.time()  # submit() returns right after its rename + dir fsync
                 submit(cfg, n)
                 deadline = time.monotonic() + rescan * 2 + 30
