@@ -129,10 +129,20 @@ def test_far_end_rate_limit_is_negotiated(line, tmp_path, max_rate, modulation):
     assert_pixel_identical(received, pages, "standard")
 
 
-def test_resume_from_first_unconfirmed_page(line, tmp_path):
+@pytest.mark.parametrize("flow_control", ["xonxoff", "rtscts"])
+def test_resume_from_first_unconfirmed_page(line, tmp_path, flow_control):
     sim = line()
     pages = ImagePages([make_page("standard", seed, rows=300) for seed in range(3)])
-    result = send_fax(str(sim.device), "1", pages, options(tmp_path), first_page=1)
+    confirmed: list[int] = []
+    result = send_fax(
+        str(sim.device),
+        "1",
+        pages,
+        options(tmp_path, flow_control=flow_control),
+        first_page=1,
+        on_page_confirmed=confirmed.append,
+    )
+    assert confirmed == [2, 3]
     assert result.ok and result.confirmed_pages == [1, 2] and result.next_page == 3
     (received,) = sim.wait_for_fax(1, timeout=20)
     assert_pixel_identical(received, pages, "standard", first=1)
