@@ -18,6 +18,8 @@ FillOrder=2 stores it the same way, so ``lsb_first=True`` is the default.
 
 from __future__ import annotations
 
+import re
+from array import array
 from functools import cache
 from typing import Literal
 
@@ -480,6 +482,7 @@ def _encode_packed(
 # --------------------------------------------------------------------------- decoder
 
 _PEEK = 13  # longest code word (black make-ups) is 13 bits
+_NON_ZERO_BYTE = re.compile(rb"[^\x00]")
 _MODE_PASS = 7
 _MODE_HORIZONTAL = 8
 
@@ -514,8 +517,10 @@ def _mode_table() -> list[int]:
 class _Decoder:
     def __init__(self, data: bytes, width: int, coding: str, height: int | None, max_height: int):
         arr = np.frombuffer(data + b"\0\0\0", dtype=np.uint8).astype(np.uint32)
-        # windows[i] = bytes i, i+1, i+2 as a 24-bit int: any 13 bits starting in byte i.
-        self.windows: list[int] = ((arr[:-2] << 16) | (arr[1:-1] << 8) | arr[2:]).tolist()
+        # windows[i] = bytes i, i+1, i+2 as a 24-bit int: any 13 bits starting in
+        # byte i. An array (4 bytes per input byte) indexes as fast as a list.
+        self.windows = array("I", ((arr[:-2] << 16) | (arr[1:-1] << 8) | arr[2:]).tobytes())
+        self.data = data
         self.nbits = len(data) * 8
         self.width = width
         self.coding = coding
@@ -536,12 +541,18 @@ class _Decoder:
 
     def skip_zeros(self, pos: int) -> int:
         """Position of the next 1 bit at or after ``pos`` (>= nbits if none)."""
-        while pos < self.nbits:
-            v = self.peek(pos)
-            if v:
-                return pos + _PEEK - v.bit_length()
-            pos += _PEEK
-        return pos
+        if pos >= self.nbits:
+            return pos
+        v = self.peek(pos)
+        if v:
+            return pos + _PEEK - v.bit_length()
+        # Long fill: the 13 bits from pos are zero, so the next 1 bit is in a
+        # later byte; let the regex engine find that byte.
+        found = _NON_ZERO_BYTE.search(self.data, (pos >> 3) + 1)
+        if found is None:
+            return max(pos, self.nbits)
+        index = found.start()
+        return index * 8 + 8 - self.data[index].bit_length()
 
     def run(self, pos: int, white: bool, row: int) -> tuple[int, int]:
         """Decode one run (make-up codes then a terminating code): (length, new pos)."""

@@ -349,6 +349,17 @@ def test_endless_stream_of_short_lines_is_capped() -> None:
         t4.decode_black(b"\xff" * 4000, 1728, "mmr", max_height=10)
 
 
+def test_megabytes_of_fill_are_skipped_quickly() -> None:
+    black = edge_rows(1728)[:3]
+    data = t4.encode_black(black, "mr", min_bits_per_line=4_000_000)
+    assert len(data) > 1_000_000
+    started = time.perf_counter()
+    assert np.array_equal(t4.decode_black(data, 1728, "mr"), black)
+    with pytest.raises(t4.T4DecodeError):
+        t4.decode_black(bytes(3_000_000) + b"\x01\x02\x03", 1728, "mh")
+    assert time.perf_counter() - started < 3
+
+
 def test_specific_errors() -> None:
     with pytest.raises(t4.T4DecodeError, match="no image rows"):
         t4.decode_black(b"\0\0\0", 1728, "mh")
