@@ -126,3 +126,24 @@ def test_absurd_nesting_is_malformed_not_a_crash() -> None:
 )
 def test_authentication_results_alignment(value: str, ok: bool) -> None:
     assert passes(value, "example.com") is ok
+
+
+def test_part_indexes_match_walk_order_used_by_faxd() -> None:
+    """faxd reads documents[].part as an index into email's walk(): same bytes."""
+    from email import message_from_bytes, policy
+
+    msg = EmailMessage()
+    msg["Subject"] = "x"
+    msg.set_content("plain")
+    msg.add_alternative('<p><img src="cid:logo@x"></p>', subtype="html")
+    msg.get_payload()[1].add_related(b"\x89PNG logo", "image", "png", cid="<logo@x>")
+    msg.add_attachment(b"%PDF-1.4 first", maintype="application", subtype="pdf", filename="1.pdf")
+    msg.add_attachment(b"sig", maintype="application", subtype="pkcs7-signature")
+    msg.add_attachment("second text", subtype="plain", filename="2.txt")
+    msg.add_attachment(b"\x89PNG third", maintype="image", subtype="png", filename="3.png")
+    raw = msg.as_bytes()
+    attachments = split_message(raw).attachments
+    assert [a.filename for a in attachments] == ["1.pdf", "2.txt", "3.png"]
+    walked = list(message_from_bytes(raw, policy=policy.default).walk())
+    for attachment in attachments:
+        assert walked[attachment.part].get_payload(decode=True) == attachment.data
