@@ -28,7 +28,11 @@ from faxgate.faxd.t30 import (
     event_from_dict,
 )
 
-TRANSCRIPTS = sorted((Path(__file__).parent / "transcripts").glob("*.json"))
+ALL = sorted((Path(__file__).parent / "transcripts").glob("*.json"))
+#: Recorded from real calls: the full exchange, replayed step by step.
+TRANSCRIPTS = [p for p in ALL if not p.stem.startswith("handmade_")]
+#: Written by hand: what the modem reports, and what we must send in reply.
+HANDMADE = [p for p in ALL if p.stem.startswith("handmade_")]
 
 
 class CodedPages:
@@ -56,7 +60,7 @@ def machine_for(data: dict) -> T30Sender:
 def test_there_are_transcripts_of_every_kind():
     names = {p.stem for p in TRANSCRIPTS}
     assert {"v17_fine_two_pages", "hangup_after_page_1_of_3", "busy"} <= names
-    assert len(names) >= 5
+    assert len(names) >= 5 and len(HANDMADE) >= 4
 
 
 @pytest.mark.parametrize("path", TRANSCRIPTS, ids=lambda p: p.stem)
@@ -118,6 +122,19 @@ def frame_names(actions) -> list[str]:
         for a in actions
         if isinstance(a, SendFrames)
     ]
+
+
+@pytest.mark.parametrize("path", HANDMADE, ids=lambda p: p.stem)
+def test_handmade_transcript(path):
+    data = load(path)
+    answers = [event_from_dict(entry) for entry in data["answers"]]
+    actions, result = run_with_answers(machine_for(data), answers)
+    assert answers == [], "the far end's script was not used up"
+    assert frame_names(actions) == data["expect_sent"]
+    expect = data["expect"]
+    assert result.reason == expect["reason"]
+    assert result.confirmed_pages == expect["confirmed_pages"]
+    assert (result.bit_rate, result.resolution) == (expect["bit_rate"], expect["resolution"])
 
 
 def test_real_frames_with_the_first_mcf_lost():
