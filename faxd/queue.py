@@ -47,7 +47,8 @@ PROTOCOL_REASONS = frozenset(
     {"training_failed", "page_rejected", "remote_hangup", "timeout", "modem_error"}
 )
 
-#: Reasons the queue itself gives a recipient (besides the call reasons).
+#: Reasons the queue itself gives a recipient (besides the call reasons); each
+#: one, like each call reason, has a plain text in every receipt template.
 QUEUE_REASONS = frozenset(
     {
         "expired",
@@ -57,7 +58,6 @@ QUEUE_REASONS = frozenset(
         "render_failed",
         "no_route",
         "network_failed",
-        "no_modems",
     }
 )
 

@@ -78,7 +78,9 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
         time.sleep(0.05)
 
 
-def write_config(tmp: Path, modems: list[Path], smtp_port: int, **faxd_keys: Any) -> Path:
+def write_config(
+    tmp: Path, modems: list[Path], smtp_port: int, receipts: str = "", **faxd_keys: Any
+) -> Path:
     faxd_section = {
         "rescan_seconds": 5,
         "busy_retry_seconds": 1.0,
@@ -109,6 +111,7 @@ def write_config(tmp: Path, modems: list[Path], smtp_port: int, **faxd_keys: Any
         "[receipts]",
         'from_address = "faxgate@gw.example"',
         "retry_seconds = 0.5",
+        receipts,
         "[faxd]",
         *(f"{k} = {value(v)}" for k, v in faxd_section.items()),
     ]
@@ -210,8 +213,8 @@ def env(tmp_path: Path):
             started.append(controller)
             return capture
 
-        def config(self, modems: list[Path], **faxd_keys: Any) -> config.Config:
-            return config.load(write_config(tmp_path, modems, self.smtp_port, **faxd_keys))
+        def config(self, modems: list[Path], receipts: str = "", **faxd: Any) -> config.Config:
+            return config.load(write_config(tmp_path, modems, self.smtp_port, receipts, **faxd))
 
         def faxd(self, cfg: config.Config) -> Running:
             running = Running(cfg)
@@ -224,7 +227,11 @@ def env(tmp_path: Path):
 
 
 def receipt_for(capture: Capture, job_id: str) -> email.message.EmailMessage:
-    found = [m for m in capture.parsed("alice@example.com") if m["X-Faxgate-Job"] == job_id]
+    found = [
+        m
+        for m in capture.parsed("alice@example.com")
+        if m["Message-ID"].startswith(f"<receipt.{job_id}@")
+    ]
     assert len(found) == 1, f"{len(found)} receipts for {job_id}"
     return found[0]
 
@@ -307,11 +314,23 @@ def test_no_answer_until_expiry_gives_failure_receipt(env) -> None:
 def test_network_number_by_mail_and_phone_fallback(env) -> None:
     devices, _ = env.line(["modem0"], LineOptions(pacing=PACING))
     capture = env.smtp()
-    cfg = env.config(devices)
-    Store.open(cfg).directory_add("AF90000098", "Bob", "bob@branch.example")
+    cfg = env.config(devices, receipts="acceptance_notice = true\nattach_pdf = true")
+    store = Store.open(cfg)
+    store.directory_add("AF90000098", "Bob", "bob@branch.example")
+    store.add_sender("alice@example.com", "Alice", language="zh")
     env.faxd(cfg)
     job_id = submit(cfg, "AF90000098/Bob;12345678|AF12345/Carol")
-    wait_until(lambda: capture.parsed("alice@example.com"), 60, "the receipt")
+    wait_until(lambda: len(capture.parsed("alice@example.com")) == 2, 60, "notice and receipt")
+    receipt = receipt_for(capture, job_id)
+    (notice,) = [
+        m
+        for m in capture.parsed("alice@example.com")
+        if m is not receipt and m["Message-ID"].startswith(f"<acceptance.{job_id}@")
+    ]
+    assert notice["Subject"].startswith("传真已排队") and notice["Auto-Submitted"] == "auto-replied"
+    assert receipt["Subject"].startswith("传真已发送")
+    pdf = [p for p in receipt.iter_attachments() if p.get_content_type() == "application/pdf"]
+    assert len(pdf) == 1 and pdf[0].get_content().startswith(b"%PDF")
     (fax_mail,) = capture.parsed("bob@branch.example")
     assert fax_mail["Auto-Submitted"] == "auto-generated"
     attachments = {p.get_content_type(): p for p in fax_mail.iter_attachments()}
@@ -322,7 +341,7 @@ def test_network_number_by_mail_and_phone_fallback(env) -> None:
     (call,) = read_sidecars(env.tmp / "far")
     assert call.ok and call.json["dialled"].endswith("12345678")
     body = check_receipt_basics(receipt_for(capture, job_id), job_id)
-    assert body.count("(ok)") == 2 and "AF90000098" in body
+    assert body.count("(ok)") == 2 and "AF90000098" in body and "已发送" in body
 
 
 def test_smtp_down_then_up_sends_exactly_one_receipt(env) -> None:
@@ -363,6 +382,7 @@ def test_admin_commands_hold_release_cancel_and_status(env, capsys) -> None:
     assert faxd.read_state(job_dir).recipients[0].state == "held"
     assert Store.open(cfg).get_job(job_id).state == "held"
     assert "job queued" in cli("jobs", "release", job_id)
+    assert "job queued" in cli("jobs", "retry", job_id)
     status = json.loads(cli("status", "--json"))
     assert status["faxd"]["running"] and status["spool"]["active"] == 1
     assert status["modems"][0]["device"] == "/nonexistent/ttyFAX9"

@@ -216,3 +216,15 @@ def test_standard_resolution_page_keeps_its_proportions() -> None:
     width, height = Image.open(io.BytesIO(png)).size
     assert width == receipts.THUMBNAIL_WIDTH
     assert abs(height - round(1100 * 204 / 98 / 4)) <= 1
+
+
+@pytest.mark.parametrize("language", receipts.LANGUAGES)
+def test_every_reason_code_has_a_plain_text(language: str) -> None:
+    codes = (
+        q.BUSY_REASONS | q.NO_ANSWER_REASONS | q.NO_CARRIER_REASONS | q.PROTOCOL_REASONS
+    ) | q.QUEUE_REASONS
+    t = receipts.texts(language)
+    assert codes <= set(t["reasons"]), codes - set(t["reasons"])
+    assert set(t["status"]) == {"sent", "partial", "failed", "cancelled"}
+    for outcome in ("done", "partial", "failed", "cancelled", "accepted"):
+        assert f"subject_{outcome}" in t
