@@ -325,7 +325,7 @@ def test_network_number_by_mail_and_phone_fallback(env) -> None:
     (notice,) = [
         m
         for m in capture.parsed("alice@example.com")
-        if m is not receipt and m["Message-ID"].startswith(f"<acceptance.{job_id}@")
+        if m["Message-ID"].startswith(f"<acceptance.{job_id}@")
     ]
     assert notice["Subject"].startswith("传真已排队") and notice["Auto-Submitted"] == "auto-replied"
     assert receipt["Subject"].startswith("传真已发送")
