@@ -42,6 +42,13 @@ Each job directory holds two files:
       ``filename`` is display text only, never a path.
     - ``body_text`` (str): the mail's text, for the cover page comment.
 
+faxd adds (see ``faxgate.faxd.daemon``) ``state.json``, the queue state it
+rewrites atomically after every change, and ``pages.tif``, the pages rendered
+once (TIFF-F), to each job directory it claims, and keeps both when it moves
+the job to ``done/`` or ``failed/``; at the top of the spool ``control/``
+(admin requests: cancel, retry, hold, release), ``faxd.lock`` (held with
+flock while faxd runs) and ``faxd-status.json`` (what the modems are doing).
+
 Atomicity: submit() writes both files into ``tmp/<id>/``, fsyncs them and the
 directory, claims the dedupe marker, renames the directory into ``incoming/``
 and fsyncs ``incoming/``. A crash leaves either nothing visible or a complete
