@@ -32,7 +32,6 @@ FINAL_RESULTS = (
     "NO DIAL TONE",
     "NO ANSWER",
     "+FCERROR",
-    "+FRH:3",
 )
 _NUMERIC_RESULTS = {
     "0": "OK",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -173,16 +174,19 @@ class SerialPort:
         return self._serial
 
     def read(self, size: int, timeout: float) -> bytes:
-        port = self._port
+        """Up to ``size`` bytes as soon as any arrive, or b"" after ``timeout``.
+        Waits in select(): no sleeping, and no termios change per read."""
+        fd = self._port.fileno()
         try:
-            port.timeout = max(0.0, timeout)
-            first = port.read(1)
-            if not first:
+            ready, _, _ = select.select([fd], [], [], max(0.0, timeout))
+            if not ready:
                 return b""
-            waiting = port.in_waiting
-            return first + (port.read(min(waiting, size - 1)) if waiting else b"")
-        except (serial.SerialException, OSError) as exc:
+            data = os.read(fd, size)
+        except OSError as exc:
             raise ModemGone(f"{self.device}: device vanished ({exc})") from None
+        if not data:
+            raise ModemGone(f"{self.device}: device vanished (end of file)")
+        return data
 
     def write(self, data: bytes) -> None:
         try:
