@@ -402,7 +402,10 @@ class FaxDaemon:
             self._mirror("record_job", self._store_record(job, progress))
             self._save(aj, *progress.recipients)
             for rec in resumed:
-                self._event(aj, "resumed", f"from page {rec.pages_confirmed + 1}", rec.idx)
+                if rec.state == q.SENT:
+                    self._event(aj, "sent", "every page was confirmed before the restart", rec.idx)
+                else:
+                    self._event(aj, "resumed", f"from page {rec.pages_confirmed + 1}", rec.idx)
         with self.cond:
             self.jobs[aj.job_id] = aj
             if not progress.rendered or (progress.pages_total and not progress.final):

@@ -199,3 +199,29 @@ def test_receipt_intent_survives_a_crash_with_the_same_message_id(env) -> None:
     receipt = e2e.receipt_for(capture, job_id)
     assert receipt["Message-ID"] == state.receipt.message_id
     assert len(read_sidecars(env.tmp / "far")) == 1, "the fax itself was not sent again"
+
+
+def test_sigterm_finishes_the_call_in_progress(env) -> None:
+    devices, _ = env.line(["modem0"], LineOptions(pacing=12))
+    capture = env.smtp()
+    cfg_path = e2e.write_config(env.tmp, devices, env.smtp_port)
+    cfg = config.load(cfg_path)
+    job_id = e2e.submit(cfg, "12345678/Graceful", text=FIVE_PAGES)
+    proc = FaxdProcess(cfg_path, env.tmp / "faxd.log")
+    wait_or_show_log(
+        env,
+        lambda: (s := active_state(cfg, job_id)) and s.recipients[0].pages_confirmed >= 1,
+        60,
+        "the first page confirmed",
+    )
+    proc.stop()  # SIGTERM; asserts exit status 0
+    (call,) = read_sidecars(env.tmp / "far")
+    assert call.ok and call.pages == 5, "the call was cut instead of finished"
+    job_dir = spool.find_job(cfg.spool.directory, job_id)
+    assert faxd.read_state(job_dir).recipients[0].state == "sent"
+    again = FaxdProcess(cfg_path, env.tmp / "faxd.log")
+    try:
+        wait_or_show_log(env, lambda: capture.parsed("alice@example.com"), 30, "the receipt")
+    finally:
+        again.stop()
+    assert "5 of 5" in e2e.check_receipt_basics(e2e.receipt_for(capture, job_id), job_id)
