@@ -59,7 +59,7 @@ def stamp(page: FaxPage, text: str) -> None:
     ascent, descent = font.getmetrics()
     draw.text((_LEFT, (square - ascent - descent) // 2 + 2), text, font=font, fill=0)
     squeezed = strip.resize((page.image.width, band_lines), Image.Resampling.BOX)
-    page.image.paste(squeezed.point([0] * 170 + [255] * 86, "1"), (0, 0))
+    page.image.paste(squeezed.convert("1", dither=Image.Dither.NONE), (0, 0))
 
 
 def _fit(text: str, font: ImageFont.FreeTypeFont, width: int) -> str:

@@ -127,18 +127,16 @@ def render_text(
     return [draw_lines(rows, geometry) for rows in pages]
 
 
-def draw_lines(
-    rows: list[str], geometry: PageGeometry, font_size: int = EM, pitch: int = LINE_PITCH
-) -> Image.Image:
+def draw_lines(rows: list[str], geometry: PageGeometry) -> Image.Image:
     """Draw text rows at square pixels, then squeeze to the fax line spacing."""
-    font = fonts.mono(font_size)
+    font = fonts.mono(EM)
     height = _canvas_height(geometry)
     canvas = Image.new("L", (geometry.width, height), 255)
     draw = ImageDraw.Draw(canvas)
-    left = (geometry.width - COLUMNS * font_size // 2) // 2
+    left = (geometry.width - COLUMNS * EM // 2) // 2
     for number, row in enumerate(rows):
         if row.strip():
-            draw.text((left, MARGIN_TOP + number * pitch), row, font=font, fill=0)
+            draw.text((left, MARGIN_TOP + number * LINE_PITCH), row, font=font, fill=0)
     page = Image.new("L", (geometry.width, geometry.height), 255)
     page.paste(
         canvas.resize(
