@@ -41,7 +41,6 @@ from faxgate.milter import rules
 from faxgate.milter.mimeparts import (
     MalformedMessage,
     ascii_safe,
-    decode_bytes,
     decode_header,
     describe_char,
     split_message,
@@ -479,7 +478,7 @@ class FaxMilter(Milter.Base):
                 detail,
                 job_id=job_id,
                 queue_id=self.queue_id,
-                sender=decode_bytes(self.mail_from.encode("utf-8", "replace")) or None,
+                sender=self.mail_from or None,
             )
         except Exception:
             log.exception("%s: cannot write event %s to the store", self.queue_id, kind)
