@@ -29,7 +29,7 @@ from faxgate.faxd.modem import (
     SerialSettings,
     reset_and_probe,
 )
-from faxgate.faxd.page import FaxPage
+from faxgate.faxd.page import PAGE_WIDTH, FaxPage
 from faxgate.faxd.t30 import (
     Action,
     CallResult,
@@ -124,6 +124,11 @@ class ImagePages:
         if not pages:
             raise ValueError("a fax needs at least one page")
         self._pages = list(pages)
+        for number, page in enumerate(self._pages, start=1):
+            if page.image.width != PAGE_WIDTH:
+                raise ValueError(
+                    f"page {number} is {page.image.width} pixels wide; fax pages are {PAGE_WIDTH}"
+                )
         self._coded: dict[tuple[int, str, str, int], bytes] = {}
         finest = max(_LINES_PER_STEP[p.resolution] for p in self._pages)
         self._resolution = next(r for r, n in _LINES_PER_STEP.items() if n == finest)

@@ -224,3 +224,10 @@ def test_cli_send_failure_and_bad_usage(line, tmp_path, capsys):
     assert main([*base, "555-0199;rm", str(letter)]) == 2
     assert "cannot dial" in capsys.readouterr().err
     assert main([*base, "5550199", str(tmp_path / "missing.pdf")]) == 2
+
+
+def test_pages_must_be_fax_width():
+    with pytest.raises(ValueError, match="1728"):
+        ImagePages([FaxPage(Image.new("1", (1700, 100), 1), "fine")])
+    with pytest.raises(ValueError):
+        ImagePages([])
