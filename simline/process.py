@@ -111,33 +111,38 @@ class LineProcess:
             command += ["--device", device]
         self.command = command + options_to_args(options or LineOptions())
         self.timeout = timeout
-        self.process: subprocess.Popen[str] | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         # stderr goes to a file that lives as long as this handle: a pipe nobody
         # drains would block a chatty child.
         self._stderr: IO[str] = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
 
     def start(self) -> None:
         """Start the process and return once it printed READY for every device."""
-        self.process = subprocess.Popen(
-            self.command, stdout=subprocess.PIPE, stderr=self._stderr, text=True
-        )
+        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=self._stderr)
         assert self.process.stdout is not None
+        stdout = self.process.stdout.fileno()
         waiting = set(self.devices)
+        pending = b""
         deadline = time.monotonic() + self.timeout
         while waiting:
+            # Raw reads: a buffered readline() could hold the next READY while
+            # select() waits on an empty pipe.
             remaining = deadline - time.monotonic()
-            ready, _, _ = select.select([self.process.stdout], [], [], max(remaining, 0))
+            ready, _, _ = select.select([stdout], [], [], max(remaining, 0))
             if not ready:
                 self.stop()
                 raise LineError(f"faxgate line not READY within {self.timeout} s")
-            line = self.process.stdout.readline()
-            if not line:
+            chunk = os.read(stdout, 4096)
+            if not chunk:
                 self.process.wait(5)
                 raise LineError(
                     f"faxgate line exited {self.process.returncode} before READY: {self.stderr()}"
                 )
-            if line.startswith("READY "):
-                waiting.discard(line[len("READY ") :].strip())
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                text = line.decode(errors="replace").strip()
+                if text.startswith("READY "):
+                    waiting.discard(text[len("READY ") :])
 
     def stderr(self) -> str:
         """What the process wrote to stderr so far."""
@@ -155,6 +160,9 @@ class LineProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             return self.process.wait()
+        finally:
+            if self.process.stdout is not None:
+                self.process.stdout.close()
 
     def __enter__(self) -> LineProcess:
         self.start()
