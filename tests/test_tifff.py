@@ -250,7 +250,7 @@ def random_page(draw: st.DrawFn) -> np.ndarray:
     return black
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(black=random_page(), coding=st.sampled_from(CODINGS))
 def test_random_pages_pixel_exact_in_libtiff(
     black: np.ndarray, coding: str, tmp_path_factory
