@@ -115,6 +115,7 @@ class LineProcess:
         # stderr goes to a file that lives as long as this handle: a pipe nobody
         # drains would block a chatty child.
         self._stderr: IO[str] = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
+        self._stderr_text = ""
 
     def start(self) -> None:
         """Start the process and return once it printed READY for every device."""
@@ -134,10 +135,8 @@ class LineProcess:
                 raise LineError(f"faxgate line not READY within {self.timeout} s")
             chunk = os.read(stdout, 4096)
             if not chunk:
-                self.process.wait(5)
-                raise LineError(
-                    f"faxgate line exited {self.process.returncode} before READY: {self.stderr()}"
-                )
+                code = self.stop()
+                raise LineError(f"faxgate line exited {code} before READY: {self.stderr()}")
             *lines, pending = (pending + chunk).split(b"\n")
             for line in lines:
                 text = line.decode(errors="replace").strip()
@@ -145,7 +144,9 @@ class LineProcess:
                     waiting.discard(text[len("READY ") :])
 
     def stderr(self) -> str:
-        """What the process wrote to stderr so far."""
+        """What the process wrote to stderr so far (all of it once stopped)."""
+        if self._stderr.closed:
+            return self._stderr_text
         self._stderr.seek(0)
         return self._stderr.read()
 
@@ -163,6 +164,9 @@ class LineProcess:
         finally:
             if self.process.stdout is not None:
                 self.process.stdout.close()
+            if not self._stderr.closed:
+                self._stderr_text = self.stderr()
+                self._stderr.close()
 
     def __enter__(self) -> LineProcess:
         self.start()
