@@ -6,7 +6,7 @@ in a bounce or a receipt and must know which attachment to fix.
 
 from __future__ import annotations
 
-from faxgate.errors import PermanentError, TemporaryError
+from faxgate.errors import ConfigError, FaxgateError, PermanentError, TemporaryError
 
 
 class UnsupportedDocument(PermanentError):
@@ -55,3 +55,41 @@ class ConversionTimeout(RenderError):
 
 class ConverterUnavailable(TemporaryError):
     """LibreOffice is not installed or could not start: an admin problem, retry later."""
+
+
+#: Errors that cross process boundaries as plain records (never pickles: the
+#: other process handles hostile input and must not be able to run code here).
+_RECORDED: dict[str, type[UnsupportedDocument] | type[RenderError]] = {
+    cls.__name__: cls
+    for cls in (
+        UnsupportedDocument,
+        EncryptedDocument,
+        RenderError,
+        CorruptDocument,
+        DocumentTooLarge,
+        PageLimitExceeded,
+        ConversionTimeout,
+    )
+}
+
+
+def error_record(exc: BaseException) -> dict[str, str | None]:
+    """A JSON-able description of ``exc`` for :func:`error_from_record`."""
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "filename": getattr(exc, "filename", None),
+        "reason": getattr(exc, "reason", None),
+    }
+
+
+def error_from_record(record: dict, filename: str) -> FaxgateError:
+    """The error a child process reported; unknown kinds become a RenderError on ``filename``."""
+    kind = str(record.get("type"))
+    if kind in _RECORDED:
+        return _RECORDED[kind](record.get("filename"), str(record.get("reason")))
+    if kind == "ConverterUnavailable":
+        return ConverterUnavailable(str(record.get("message")))
+    if kind == "ConfigError":
+        return ConfigError(str(record.get("message")))
+    return RenderError(filename, f"rendering failed: {kind}: {record.get('message')}")

@@ -24,28 +24,9 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from faxgate.errors import ConfigError, FaxgateError
 from faxgate.faxd.page import FaxPage
 from faxgate.render import Document, RenderOptions, render_with_sources
 from faxgate.render import errors as render_errors
-
-#: Errors the child may report, rebuilt by name in the parent.
-_NAMED_ERRORS = {
-    cls.__name__: cls
-    for cls in (
-        render_errors.UnsupportedDocument,
-        render_errors.EncryptedDocument,
-        render_errors.RenderError,
-        render_errors.CorruptDocument,
-        render_errors.DocumentTooLarge,
-        render_errors.PageLimitExceeded,
-        render_errors.ConversionTimeout,
-    )
-}
-_MESSAGE_ERRORS = {
-    "ConverterUnavailable": render_errors.ConverterUnavailable,
-    "ConfigError": ConfigError,
-}
 
 
 def render_isolated(
@@ -121,7 +102,7 @@ def _decode(output: bytes, names: str) -> list[tuple[str, FaxPage]]:
     (length,) = struct.unpack_from(">I", output)
     header = json.loads(output[4 : 4 + length])
     if "error" in header:
-        raise _rebuild_error(header["error"], names)
+        raise render_errors.error_from_record(header["error"], names)
     pages = []
     offset = 4 + length
     for entry in header["pages"]:
@@ -135,15 +116,6 @@ def _decode(output: bytes, names: str) -> list[tuple[str, FaxPage]]:
     return pages
 
 
-def _rebuild_error(error: dict, names: str) -> FaxgateError:
-    kind = str(error.get("type"))
-    if kind in _NAMED_ERRORS:
-        return _NAMED_ERRORS[kind](error.get("filename"), str(error.get("reason")))
-    if kind in _MESSAGE_ERRORS:
-        return _MESSAGE_ERRORS[kind](str(error.get("message")))
-    return render_errors.RenderError(names, f"rendering failed: {kind}: {error.get('message')}")
-
-
 def _serve() -> int:
     """Child side: documents in on stdin, header and packed pages out on stdout."""
     result = os.fdopen(os.dup(1), "wb")
@@ -151,13 +123,8 @@ def _serve() -> int:
     inputs, options = pickle.loads(sys.stdin.buffer.read())
     try:
         labelled = render_with_sources(inputs, options)
-    except FaxgateError as exc:
-        error = {"type": type(exc).__name__, "message": str(exc)}
-        error.update(filename=getattr(exc, "filename", None), reason=getattr(exc, "reason", None))
-        _answer(result, {"error": error}, [])
-        return 0
-    except Exception as exc:  # noqa: BLE001 - reported as a render failure of the job
-        _answer(result, {"error": {"type": type(exc).__name__, "message": str(exc)}}, [])
+    except Exception as exc:  # noqa: BLE001 - every failure is reported to the parent
+        _answer(result, {"error": render_errors.error_record(exc)}, [])
         return 0
     header = {
         "pages": [

@@ -15,17 +15,19 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import io
+import json
 import mmap
 import os
-import pickle
 import signal
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 import pypdfium2
 import pypdfium2.raw as pdfium_c
 from PIL import Image
 
+from faxgate.render import errors
 from faxgate.render.bilevel import mask_to_image, white_mask
 from faxgate.render.errors import (
     CorruptDocument,
@@ -123,29 +125,29 @@ def render_pdf(
         return _render_parallel(data, filename, geometry, count, workers, max_pixels)
 
 
-#: Share of the pages the parent renders itself when one child helps: the parent
-#: also turns the child's masks into images, so it takes fewer pages.
-_PARENT_SHARE = 0.4
+#: Share of the pages the parent renders itself when one child helps. The
+#: parent also turns the child's masks into images (about a third of the cost
+#: of rendering a page), as they arrive, so it takes fewer pages.
+_PARENT_SHARE = 0.38
+_PAGE_DONE, _FAILED = b"\x01", b"\x00"
 
 
 def _render_parallel(
     data: bytes, filename: str, geometry: PageGeometry, count: int, workers: int, max_pixels: int
 ) -> list[Image.Image]:
-    """The parent renders the first pages while forked children render the rest
-    into an anonymous shared mapping (called with the lock held, so no other
-    thread is inside PDFium when we fork)."""
+    """The parent renders the first pages while forked children render the
+    rest into an anonymous shared mapping, announcing each finished page on a
+    pipe (called with the lock held, so no other thread is inside PDFium)."""
     size = (geometry.width, geometry.height)
     frame = geometry.width * geometry.height
-    own = max(1, round(count * _PARENT_SHARE)) if workers == 2 else count // workers
+    own = max(1, round(count * _PARENT_SHARE * 2 / workers))
     bounds = [own + (count - own) * k // (workers - 1) for k in range(workers)]
     with mmap.mmap(-1, frame * (count - own)) as shared:
-        children = [
-            _fork_renderer(
-                data, filename, geometry, max_pixels, (bounds[k], bounds[k + 1]), shared, own
-            )
-            for k in range(workers - 1)
-        ]
+        children: list[_Child] = []
         try:
+            for k in range(workers - 1):
+                job = _Job(data, filename, geometry, max_pixels, shared, own)
+                children.append(_Child.fork(job, bounds[k], bounds[k + 1]))
             document = _open(data, filename)
             try:
                 pages = [
@@ -154,77 +156,91 @@ def _render_parallel(
                 ]
             finally:
                 document.close()
-            while children:
-                _wait_for(*children.pop(), filename)
-            view = memoryview(shared)
-            for index in range(own, count):
-                chunk = view[(index - own) * frame : (index - own + 1) * frame]
-                pages.append(mask_to_image(chunk, size))
-                chunk.release()
-            view.release()
+            with memoryview(shared) as view:
+                for child in children:
+                    for index in range(child.start, child.stop):
+                        child.wait_for_page()
+                        slot = (index - own) * frame
+                        with view[slot : slot + frame] as chunk:
+                            pages.append(mask_to_image(chunk, size))
+                    child.finish()
         finally:
-            for pid, errors in children:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                errors.close()
+            for child in children:
+                child.kill()
     return pages
 
 
-def _fork_renderer(
-    data: bytes,
-    filename: str,
-    geometry: PageGeometry,
-    max_pixels: int,
-    pages: tuple[int, int],
-    shared: mmap.mmap,
-    offset: int,
-) -> tuple[int, io.BufferedReader]:
-    """Fork a child that writes the masks of pages start..stop into ``shared``;
-    a pickled exception comes back through the pipe if it fails."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never return into the caller's code
-        status = 1
-        try:
+@dataclass(frozen=True)
+class _Job:
+    data: bytes
+    filename: str
+    geometry: PageGeometry
+    max_pixels: int
+    shared: mmap.mmap
+    first_shared_page: int
+
+
+class _Child:
+    """A forked renderer: pages start..stop into shared memory, one byte on the
+    pipe per finished page, or a failure byte and a JSON error record."""
+
+    def __init__(self, pid: int, pipe: io.BufferedReader, start: int, stop: int, name: str):
+        self.pid, self.pipe, self.start, self.stop, self.filename = pid, pipe, start, stop, name
+        self.reaped = False
+
+    @classmethod
+    def fork(cls, job: _Job, start: int, stop: int) -> _Child:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child never returns into the caller's code
             os.close(read_end)
-            frame = geometry.width * geometry.height
-            document = _open(data, filename)
-            for index in range(*pages):
-                out = np.frombuffer(
-                    shared, dtype=bool, count=frame, offset=(index - offset) * frame
-                )
-                _render_page(
-                    document,
-                    index,
-                    geometry,
-                    filename,
-                    max_pixels,
-                    out.reshape(geometry.height, -1),
-                )
-            status = 0
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
-            with contextlib.suppress(BaseException):
-                os.write(write_end, pickle.dumps(exc))
-        finally:
-            os._exit(status)
-    os.close(write_end)
-    return pid, os.fdopen(read_end, "rb")
+            os._exit(_child_main(job, start, stop, write_end))
+        os.close(write_end)
+        return cls(pid, os.fdopen(read_end, "rb"), start, stop, job.filename)
+
+    def wait_for_page(self) -> None:
+        signal_byte = self.pipe.read(1)
+        if signal_byte != _PAGE_DONE:
+            record = self.pipe.read() if signal_byte == _FAILED else b""
+            self._reap()
+            try:
+                error = errors.error_from_record(json.loads(record), self.filename)
+            except ValueError:
+                error = CorruptDocument(self.filename, "rendering the PDF crashed")
+            raise error
+
+    def finish(self) -> None:
+        if self._reap() != 0:
+            raise CorruptDocument(self.filename, "rendering the PDF crashed")
+
+    def _reap(self) -> int:
+        self.pipe.close()
+        self.reaped = True
+        return os.waitpid(self.pid, 0)[1]
+
+    def kill(self) -> None:
+        if not self.reaped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            self._reap()
 
 
-def _wait_for(pid: int, errors: io.BufferedReader, filename: str) -> None:
-    report = errors.read()
-    errors.close()
-    _, status = os.waitpid(pid, 0)
-    if status == 0:
-        return
+def _child_main(job: _Job, start: int, stop: int, pipe: int) -> int:
+    geometry = job.geometry
+    frame = geometry.width * geometry.height
     try:
-        exc = pickle.loads(report) if report else None
-    except Exception:  # noqa: BLE001 - an unpicklable error still fails the page
-        exc = None
-    if isinstance(exc, Exception):
-        raise exc
-    raise CorruptDocument(filename, "rendering the PDF crashed")
+        document = _open(job.data, job.filename)
+        for index in range(start, stop):
+            offset = (index - job.first_shared_page) * frame
+            out = np.frombuffer(job.shared, dtype=bool, count=frame, offset=offset)
+            out = out.reshape(geometry.height, geometry.width)
+            _render_page(document, index, geometry, job.filename, job.max_pixels, out)
+            os.write(pipe, _PAGE_DONE)
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
+        with contextlib.suppress(BaseException):
+            os.write(pipe, _FAILED + json.dumps(errors.error_record(exc)).encode())
+        return 1
+    return 0
 
 
 def _render_page(
