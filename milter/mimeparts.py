@@ -296,6 +296,9 @@ def _skip(part: Message, counter: list[int]) -> None:
     counter[0] -= 1  # walk() yields the part itself, already counted
 
 
+_RAW_FILENAME = re.compile(r'(?i)(?:^|;)\s*(?:file)?name\s*=\s*(?:"([^"]*)"|([^;\s]+))')
+
+
 def _filename(part: Message) -> str | None:
     try:
         name = part.get_filename()
@@ -303,7 +306,29 @@ def _filename(part: Message) -> str | None:
         return None
     if not name:
         return None
-    return decode_header(str(name))
+    name = str(name)
+    if "\ufffd" in name:
+        name = _raw_8bit_filename(part) or name
+    return decode_header(name)
+
+
+def _raw_8bit_filename(part: Message) -> str | None:
+    """A raw 8-bit filename (old Chinese mailers send GBK bytes) decoded by guessing.
+
+    The email package turns such bytes into U+FFFD; the raw header still has them
+    (as surrogate escapes), so decode them the way raw Subjects are decoded.
+    """
+    for header in ("content-disposition", "content-type"):
+        for key, value in part.raw_items():
+            if key.lower() != header:
+                continue
+            match = _RAW_FILENAME.search(str(value))
+            if match:
+                raw = (match[1] if match[1] is not None else match[2]).encode(
+                    "ascii", "surrogateescape"
+                )
+                return decode_bytes(raw)
+    return None
 
 
 def _add_body_text(part: Message, result: MessageParts) -> None:

@@ -147,3 +147,17 @@ def test_part_indexes_match_walk_order_used_by_faxd() -> None:
     walked = list(message_from_bytes(raw, policy=policy.default).walk())
     for attachment in attachments:
         assert walked[attachment.part].get_payload(decode=True) == attachment.data
+
+
+@pytest.mark.parametrize("codec", ["gbk", "utf-8"])
+def test_raw_8bit_attachment_filename(codec: str) -> None:
+    name = "报价单.pdf".encode(codec)
+    raw = (
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+        b'Content-Type: application/pdf; name="' + name + b'"\r\n'
+        b'Content-Disposition: attachment; filename="' + name + b'"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b--\r\n"
+    )
+    (attachment,) = split_message(raw).attachments
+    assert attachment.filename == "报价单.pdf"
+    assert attachment.data == b"%PDF-1.4\n"
