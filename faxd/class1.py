@@ -307,5 +307,15 @@ class Class1Modem:
         """``AT+FTS=n``: stay silent n×10 ms (the pause T.30 wants before a response)."""
         return self.command(f"AT+FTS={tens_of_ms}", 5.0)
 
+    def await_silence(self, tens_of_ms: int, timeout: float = 5.0) -> str:
+        """``AT+FRS=n``: return once the line has been quiet n×10 ms, so what we
+        send next does not step on the far end's carrier. TIMEOUT if it never is."""
+        self.write_command(f"AT+FRS={tens_of_ms}")
+        try:
+            return self.read_result(timeout)
+        except ModemTimeout:
+            self.abort()
+            return "TIMEOUT"
+
     def hang_up(self) -> str:
         return self.command("ATH0", 5.0)

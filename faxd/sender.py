@@ -32,6 +32,7 @@ from faxgate.faxd.modem import (
 from faxgate.faxd.page import PAGE_WIDTH, FaxPage
 from faxgate.faxd.t30 import (
     Action,
+    AwaitSilence,
     CallResult,
     Dial,
     Event,
@@ -190,6 +191,8 @@ def perform(modem: Class1Modem, action: Action) -> Event:
         return ModemResult(modem.send_data(action.modulation, action.data, action.timeout))
     if isinstance(action, Silence):
         return ModemResult(modem.silence(action.tens_of_ms))
+    if isinstance(action, AwaitSilence):
+        return ModemResult(modem.await_silence(action.tens_of_ms))
     if isinstance(action, HangUp):
         try:
             return ModemResult(modem.hang_up())

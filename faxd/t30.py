@@ -108,6 +108,11 @@ class Silence:
 
 
 @dataclass(frozen=True)
+class AwaitSilence:
+    tens_of_ms: int  # +FRS: the far end's carrier is off this long, so we may talk
+
+
+@dataclass(frozen=True)
 class HangUp:
     pass
 
@@ -117,7 +122,17 @@ class Finished:
     result: CallResult
 
 
-Action = Dial | ReceiveFrame | SendFrames | SendTraining | SendPage | Silence | HangUp | Finished
+Action = (
+    Dial
+    | ReceiveFrame
+    | SendFrames
+    | SendTraining
+    | SendPage
+    | Silence
+    | AwaitSilence
+    | HangUp
+    | Finished
+)
 
 
 # --- the result ----------------------------------------------------------------------
@@ -195,6 +210,9 @@ class SenderOptions:
     data_margin: float = 10.0  # beyond its own duration, for a page to be sent
     time_scale: float = 1.0
     short_train: bool = True  # V.17 short training for pages after a good TCF
+    #: +FRS before we transmit after receiving (tens of ms; 0: no +FRS), so the
+    #: far end hears the 75 ms gap T.30 wants even from a quick host.
+    turnaround_silence: int = 7
 
 
 class CallFailed(Exception):
@@ -346,6 +364,12 @@ class T30Sender:
             f"at {r.bit_rate} bit/s, {r.resolution}, {(r.coding or '').upper()}"
         )
 
+    def _turnaround(self) -> list[Action]:
+        """Wait for the far end's silence before we start sending (its result does
+        not matter: a modem without +FRS must not fail the call)."""
+        tens = self.options.turnaround_silence
+        return [AwaitSilence(tens)] if tens else []
+
     def _frames(self, *fcfs_and_fifs: int | tuple[int, bytes]) -> SendFrames:
         """Our commands carry the X bit: we are the station that received DIS."""
         items = [f if isinstance(f, tuple) else (f, b"") for f in fcfs_and_fifs]
@@ -443,7 +467,8 @@ class T30Sender:
         for _ in range(self.options.command_tries):
             for step in steps:
                 event = yield step
-                self._check_sent(event, name)
+                if not isinstance(step, AwaitSilence):
+                    self._check_sent(event, name)
             self._no_carrier = False
             frame = yield from self._receive_response()
             if frame is None:
@@ -505,6 +530,7 @@ class T30Sender:
             modulation = session.modulation
             tcf_bytes = math.ceil(self.options.tcf_seconds * modulation.bit_rate / 8)
             steps: list[Action] = [
+                *self._turnaround(),
                 self._frames(tsi, (fr.DCS, fr.build_dcs(session))),
                 Silence(8),  # T.30: 75 ms between DCS and TCF
                 SendTraining(modulation.ftm_long, tcf_bytes),
@@ -545,6 +571,8 @@ class T30Sender:
             code = modulation.ftm_short if self.options.short_train else modulation.ftm_long
             seconds = len(data) * 8 / modulation.bit_rate
             timeout = self._wall(seconds + self.options.data_margin)
+            for step in self._turnaround():
+                yield step
             event = yield SendPage(code, page, data, timeout=timeout)
             self._check_sent(event, f"page {page + 1}")
             last = page == self.pages.count - 1
@@ -571,6 +599,8 @@ class T30Sender:
                     )
                 lower = min(index + 1, len(modulations) - 1)
                 index = yield from self._train(capabilities, modulations, lower)
+        for step in self._turnaround():
+            yield step
         yield self._frames(fr.DCN)
         yield HangUp()
 
@@ -608,6 +638,8 @@ def action_to_dict(action: Action) -> dict[str, Any]:
         return {"page": action.page, "modulation": action.modulation}
     if isinstance(action, Silence):
         return {"silence": action.tens_of_ms}
+    if isinstance(action, AwaitSilence):
+        return {"await_silence": action.tens_of_ms}
     if isinstance(action, HangUp):
         return {"hangup": True}
     return {"finished": action.result.reason or "ok"}

@@ -11,6 +11,7 @@ import pytest
 from faxgate.faxd import frames as fr
 from faxgate.faxd.frames import Frame, Session
 from faxgate.faxd.t30 import (
+    AwaitSilence,
     Dial,
     Finished,
     FrameReceived,
@@ -99,6 +100,8 @@ def summary(actions) -> list[str]:
             out.append(f"page{a.page} {a.modulation}")
         elif isinstance(a, Silence):
             out.append(f"fts {a.tens_of_ms}")
+        elif isinstance(a, AwaitSilence):
+            out.append(f"frs {a.tens_of_ms}")
         elif isinstance(a, HangUp):
             out.append("hangup")
         else:
@@ -120,7 +123,7 @@ def sent_dcs(actions) -> list[Session]:
     ]
 
 
-TRAIN = ["tx TSI+DCS", "fts 8", "tcf 145", "rx"]
+TRAIN = ["frs 7", "tx TSI+DCS", "fts 8", "tcf 145", "rx"]
 OPTS = SenderOptions(station_id="+86 755 1234", t1=35.0, t4=3.0)
 
 
@@ -132,14 +135,17 @@ def test_two_pages_happy_path():
         "dial ATDT5551234",
         "rx",
         *TRAIN,
+        "frs 7",
         "page0 146",
         "fts 8",
         "tx MPS",
         "rx",
+        "frs 7",
         "page1 146",
         "fts 8",
         "tx EOP",
         "rx",
+        "frs 7",
         "tx DCN",
         "hangup",
         "done ok",
@@ -277,7 +283,7 @@ def test_dcn_mid_call_is_remote_hangup_and_we_send_no_dcn():
 
 
 def test_line_drop_while_sending_a_page_is_remote_hangup():
-    replies = [*answer(), rx(fr.CFR), rx(fr.MCF), TxResult("NO CARRIER")]
+    replies = [*answer(), rx(fr.CFR), rx(fr.MCF), TxResult("OK"), TxResult("NO CARRIER")]
     actions, result = drive(T30Sender("1", CodedPages(3), OPTS), replies)
     assert result.reason == "remote_hangup" and result.pages_confirmed == 1
 
@@ -361,9 +367,20 @@ def test_answer_without_fax_is_not_a_fax():
 
 
 def test_modem_error_while_sending_frames():
-    replies = [*answer(), TxResult("ERROR")]
+    replies = [*answer(), TxResult("OK"), TxResult("ERROR")]
     actions, result = drive(T30Sender("1", CodedPages(1), OPTS), replies)
     assert result.reason == "modem_error"
+
+
+def test_turnaround_silence_is_optional_and_its_failure_harmless():
+    replies = [*answer(), TxResult("ERROR"), rx(fr.CFR), TxResult("TIMEOUT"), rx(fr.MCF)]
+    actions, result = drive(T30Sender("1", CodedPages(1), OPTS), replies)
+    assert result.ok and summary(actions).count("frs 7") == 3
+    options = SenderOptions(turnaround_silence=0)
+    actions, result = drive(
+        T30Sender("1", CodedPages(1), options), [*answer(), rx(fr.CFR), rx(fr.MCF)]
+    )
+    assert result.ok and not any(isinstance(a, AwaitSilence) for a in actions)
 
 
 def test_no_common_modulation():
