@@ -172,7 +172,8 @@ def test_mr_tag_bits_follow_k(k: int) -> None:
     assert tags[: len(black)] == [1 if r % k == 0 else 0 for r in range(len(black))]
     assert tags[len(black) :] == [1] * 6  # RTC is EOL+1 six times
     assert t4.k_for_resolution("standard") == 2
-    assert t4.k_for_resolution("fine") == t4.k_for_resolution("superfine") == 4
+    assert t4.k_for_resolution("fine") == 4
+    assert t4.k_for_resolution("superfine") == 8
     with pytest.raises(ValueError):
         t4.k_for_resolution("ultra")
 
