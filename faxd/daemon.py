@@ -707,7 +707,8 @@ class FaxDaemon:
                 q.apply_call(self.policy, aj.progress, rec, outcome, time.time())
                 aj.busy.discard(rec.idx)
                 self._save(aj, rec)
-                modem.state, modem.job_id, modem.recipient = "idle", None, None
+                modem.state = "error" if outcome.reason == "modem_error" else "idle"
+                modem.job_id, modem.recipient = None, None
                 modem.calls += 1
                 self.cond.notify_all()
             detail = f"{rec.pages_confirmed}/{rec.pages_total} pages, {outcome.reason or 'ok'}"

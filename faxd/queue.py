@@ -153,6 +153,8 @@ class CallOutcome:
     resolution: str | None = None
     line_seconds: float = 0.0
     message: str = ""
+    #: False when the modem failed before dialling: the recipient is not to blame.
+    dialled: bool = True
 
     @classmethod
     def from_result(cls, result: Any, first_page: int = 0) -> CallOutcome:
@@ -167,6 +169,7 @@ class CallOutcome:
             resolution=result.resolution,
             line_seconds=float(result.line_seconds or 0.0),
             message=result.message or "",
+            dialled=bool(result.dials),
         )
 
 
@@ -331,7 +334,10 @@ def apply_call(
     outcome: CallOutcome,
     now: float,
 ) -> None:
-    """Record a finished call and decide: sent, retry later, or give up."""
+    """Record a finished call and decide: sent, retry later, or give up. A call
+    that never dialled (the local modem failed) costs the recipient no dial."""
+    if not outcome.dialled:
+        rec.dials = max(0, rec.dials - 1)
     page_confirmed(rec, outcome.pages_confirmed)
     if outcome.reached_fax_carrier:
         rec.tries += 1

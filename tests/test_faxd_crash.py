@@ -118,6 +118,12 @@ def test_sigkill_mid_call_resumes_at_first_unconfirmed_page(env) -> None:
     second = FaxdProcess(cfg_path, env.tmp / "faxd.log")
     try:
         wait_or_show_log(env, lambda: capture.parsed("alice@example.com"), 90, "the receipt")
+        wait_or_show_log(
+            env,
+            lambda: spool.find_job(cfg.spool.directory, job_id).parent.name == "done",
+            10,
+            "the job moved to done/",
+        )
     finally:
         second.stop()
     calls = sorted(read_sidecars(env.tmp / "far"), key=lambda c: c.call)

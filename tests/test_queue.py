@@ -217,3 +217,13 @@ def test_state_round_trips_through_json() -> None:
     job.receipt.message_id = "<r@x>"
     again = q.JobProgress.from_dict(json.loads(json.dumps(job.to_dict())))
     assert again == job
+
+
+def test_local_modem_failure_costs_no_dial() -> None:
+    job = make_job()
+    rec = job.recipients[0]
+    q.begin_call(rec, T0)
+    q.apply_call(
+        POLICY, job, rec, q.CallOutcome(ok=False, reason="modem_error", dialled=False), T0 + 1
+    )
+    assert (rec.state, rec.dials, rec.next_try) == (q.PENDING, 0, T0 + 61)
