@@ -393,3 +393,18 @@ def test_admin_commands_hold_release_cancel_and_status(env, capsys) -> None:
     assert "(cancelled)" in receipt.get_body(("plain",)).get_content()
     wait_until(lambda: job_state(cfg, job_id) == "cancelled", 10, "cancelled in store")
     assert main(["--config", cfg_path, "jobs", "cancel", job_id]) == 2  # finished: nothing to do
+
+
+def test_unreadable_job_is_set_aside_not_lost(env) -> None:
+    cfg = env.config([])
+    env.faxd(cfg)
+    root = Path(cfg.spool.directory)
+    bogus = root / "tmp" / "20260101T000000000000Z-deadbeef"
+    bogus.mkdir(parents=True)
+    (bogus / "job.json").write_text('{"version": 1, "id": "x", "recipients": 5}')
+    (bogus / "message.eml").write_bytes(b"Subject: x\r\n\r\nbody")
+    bogus.rename(root / "incoming" / bogus.name)
+    kept = root / "failed" / bogus.name / "message.eml"
+    wait_until(kept.exists, 10, "the bad job moved to failed/")
+    job_id = submit(cfg, "12345678/After")  # the daemon goes on working
+    wait_until(lambda: (root / "active" / job_id / "state.json").exists(), 10, "next job claimed")
