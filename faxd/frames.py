@@ -256,11 +256,13 @@ def build_dis(
     mr: bool = True,
     scan_code: int = 7,
     ecm: bool = False,
+    receiver: bool = True,
 ) -> bytes:
     """A DIS FIF, for hand-made transcripts (``modulations``: top family)."""
     nibble = {"V.17": 0b1011, "V.29": 0b0011, "V.27ter": 0b0010, "V.29only": 0b0001}
     fif = bytearray(3)
-    _set(fif, 10)
+    if receiver:
+        _set(fif, 10)
     for i in range(4):
         if nibble[modulations] & (1 << i):
             _set(fif, 11 + i)

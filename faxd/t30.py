@@ -557,6 +557,8 @@ class T30Sender:
     def _send_document(
         self, capabilities: fr.Capabilities
     ) -> Generator[Action, Event | None, None]:
+        if not capabilities.receiver:
+            raise CallFailed("not_a_fax", "the far end's DIS says it cannot receive faxes")
         modulations = self._modulations(capabilities)
         index = yield from self._train(capabilities, modulations, 0)
         page = self.result.first_page

@@ -383,6 +383,13 @@ def test_turnaround_silence_is_optional_and_its_failure_harmless():
     assert result.ok and not any(isinstance(a, AwaitSilence) for a in actions)
 
 
+def test_far_end_that_cannot_receive():
+    dis = rx(fr.DIS, fr.build_dis("V.17", receiver=False))
+    actions, result = drive(T30Sender("1", CodedPages(1), OPTS), [*answer(dis)])
+    assert result.reason == "not_a_fax" and result.reached_fax_carrier
+    assert summary(actions)[-3:] == ["tx DCN", "hangup", "done not_a_fax"]
+
+
 def test_no_common_modulation():
     options = SenderOptions(max_rate=2400)
     dis = rx(fr.DIS, fr.build_dis("V.29only"))
