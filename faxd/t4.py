@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from array import array
 from functools import cache
+from itertools import chain
 from typing import Literal
 
 import numpy as np
@@ -610,11 +611,21 @@ class _Decoder:
         windows = self.windows
         pos = self.pos
         changes: list[int] = []
+        append = changes.append
         a0 = -1
         colour = 0  # colour of a0: 0 white, 1 black
         m = 0  # b1 = ref[m]: first element right of a0 whose index parity is colour
         while a0 < width:
-            entry = modes[(windows[pos >> 3] >> (11 - (pos & 7))) & 0x1FFF]
+            bits = windows[pos >> 3] >> (11 - (pos & 7))
+            if bits & 0x1000:  # V0 ("1"), most codes: a1 = b1, always valid
+                pos += 1
+                a0 = ref[m]
+                colour ^= 1
+                if a0 < width:
+                    append(a0)
+                    m += 1  # ref is strictly increasing: ref[m+1] > a0
+                continue
+            entry = modes[bits & 0x1FFF]
             if not entry:
                 self.pos = pos
                 raise self.error("invalid or unsupported 2D mode code", row)
@@ -627,7 +638,7 @@ class _Decoder:
                     raise self.error("vertical mode outside the line", row)
                 a0 = a1
                 if a0 < width:
-                    changes.append(a0)
+                    append(a0)
                 colour ^= 1
                 # The next b1 has the other parity: ref[m-1] if it lies right of
                 # a0 (only possible after VL), else further right.
@@ -763,7 +774,7 @@ def decode_packed(
     for first in range(0, len(rows), block):
         chunk = rows[first : first + block]
         counts = np.fromiter(map(len, chunk), dtype=np.int64, count=len(chunk))
-        cols = np.fromiter((c for r in chunk for c in r), dtype=np.int64, count=int(counts.sum()))
+        cols = np.fromiter(chain.from_iterable(chunk), dtype=np.int64, count=int(counts.sum()))
         marks = np.zeros((len(chunk), width + 1), dtype=np.uint8)
         marks[np.repeat(np.arange(len(chunk)), counts), cols] = 1
         black = np.bitwise_xor.accumulate(marks, axis=1)[:, :width]
