@@ -283,7 +283,7 @@ def _encode_2d(lines: _Lines, rows: np.ndarray):
     return np.repeat(row[steps], words), values, lengths
 
 
-#: Rows coded together; sized so a band's arrays fit in the CPU caches.
+#: Rows coded together; a band's arrays then fit in the CPU caches.
 _BAND_ROWS = 256
 
 
@@ -426,9 +426,9 @@ def _encode_packed(
         raise ValueError("MR K parameter must be at least 1")
     if min_bits_per_line < 0:
         raise ValueError("min_bits_per_line must not be negative")
-    # Work in bands of rows: the arrays then stay in the CPU caches, which
-    # about halves the time. Each band also scans the row above it, the
-    # reference line of its first row.
+    # Work in bands of rows: the arrays stay in the CPU caches (about 10 %
+    # faster on a text page) and memory stays bounded on tall pages. Each band
+    # also scans the row above it, the reference line of its first row.
     parts = []
     for start in range(0, height, _BAND_ROWS):
         above = max(start - 1, 0)
