@@ -43,7 +43,8 @@ MAX_PAGE_POINTS = 14400.0
 _MAX_FORM_DEPTH = 4
 #: Below this many pages, starting worker processes costs more than it saves.
 PARALLEL_MIN_PAGES = 12
-_LOCK = threading.Lock()
+#: Held around every PDFium call in this process (sniff uses it too).
+PDFIUM_LOCK = threading.Lock()
 #: Text and vector art without anti-aliasing (crisp for thresholding); images stay smooth.
 _FLAGS = (
     pdfium_c.FPDF_ANNOT
@@ -103,7 +104,7 @@ def render_pdf(
 ) -> list[Image.Image]:
     """Bilevel images of every page; the page count is checked before any
     rendering, and each page's embedded images against ``max_pixels``."""
-    with _LOCK:
+    with PDFIUM_LOCK:
         document = _open(data, filename)
         try:
             count = len(document)
@@ -139,7 +140,7 @@ def _render_parallel(
     rest into an anonymous shared mapping, announcing each finished page on a
     pipe (called with the lock held, so no other thread is inside PDFium)."""
     size = (geometry.width, geometry.height)
-    frame = geometry.width * geometry.height
+    frame = _packed_frame(geometry)
     own = max(1, round(count * _PARENT_SHARE * 2 / workers))
     bounds = [own + (count - own) * k // (workers - 1) for k in range(workers)]
     with mmap.mmap(-1, frame * (count - own)) as shared:
@@ -162,7 +163,7 @@ def _render_parallel(
                         child.wait_for_page()
                         slot = (index - own) * frame
                         with view[slot : slot + frame] as chunk:
-                            pages.append(mask_to_image(chunk, size))
+                            pages.append(Image.frombuffer("1", size, chunk, "raw", "1", 0, 1))
                     child.finish()
         finally:
             for child in children:
@@ -225,16 +226,22 @@ class _Child:
             self._reap()
 
 
+def _packed_frame(geometry: PageGeometry) -> int:
+    """Bytes of one page as packed bits (PIL raw mode "1": 1 = white, MSB first)."""
+    return (geometry.width + 7) // 8 * geometry.height
+
+
 def _child_main(job: _Job, start: int, stop: int, pipe: int) -> int:
     geometry = job.geometry
-    frame = geometry.width * geometry.height
+    frame = _packed_frame(geometry)
+    mask = np.empty((geometry.height, geometry.width), dtype=bool)
     try:
         document = _open(job.data, job.filename)
         for index in range(start, stop):
+            _render_page(document, index, geometry, job.filename, job.max_pixels, mask)
             offset = (index - job.first_shared_page) * frame
-            out = np.frombuffer(job.shared, dtype=bool, count=frame, offset=offset)
-            out = out.reshape(geometry.height, geometry.width)
-            _render_page(document, index, geometry, job.filename, job.max_pixels, out)
+            out = np.frombuffer(job.shared, dtype=np.uint8, count=frame, offset=offset)
+            out[:] = np.packbits(mask, axis=1).ravel()
             os.write(pipe, _PAGE_DONE)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
         with contextlib.suppress(BaseException):

@@ -153,8 +153,11 @@ def _check_pdf(data: bytes, filename: str | None) -> None:
         encrypted = None
     if encrypted is False:
         return
+    from faxgate.render.pdf import PDFIUM_LOCK
+
     try:
-        pypdfium2.PdfDocument(data).close()
+        with PDFIUM_LOCK:  # PDFium is not thread-safe; the milter sniffs in many threads
+            pypdfium2.PdfDocument(data).close()
     except pypdfium2.PdfiumError as exc:
         if "password" in str(exc).lower():
             raise EncryptedDocument(filename, "the PDF is password protected") from None
