@@ -594,14 +594,17 @@ class FaxDaemon:
                     os.fsync(f.fileno())
                 os.replace(tmp, target)
                 _fsync_dir(aj.job_dir)
-        except TemporaryError as exc:
+        except (TemporaryError, OSError) as exc:  # e.g. LibreOffice missing, disk full
             log.warning("job %s: rendering failed, will retry: %s", aj.job_id, exc)
             with self.cond:
                 aj.render_retry_at = time.time() + self.policy.protocol_error_delay
                 self.cond.notify_all()
             return
-        except (FaxgateError, OSError, ValueError) as exc:
+        except FaxgateError as exc:
             error = str(exc)
+        except Exception as exc:  # malformed input can break a converter in any way
+            log.exception("job %s: rendering failed", aj.job_id)
+            error = f"{type(exc).__name__}: {exc}"
         now = time.time()
         with self.cond:
             p = aj.progress
@@ -936,6 +939,18 @@ class FaxDaemon:
 
     # ------------------------------------------------------------ main loop
 
+    def _supervised(self, loop: Callable[..., None], *args: Any) -> None:
+        """Run a worker loop; if a bug escapes it, log it and start the loop again
+        rather than leave the modem or the mail silently dead."""
+        while not self.stopping.is_set():
+            try:
+                loop(*args)
+            except Exception:
+                log.exception(
+                    "faxd thread %r failed; restarting it", threading.current_thread().name
+                )
+                self.stopping.wait(1.0)
+
     def stop(self) -> None:
         """Finish calls in progress, then return from :meth:`run` (signal-safe)."""
         self.stopping.set()
@@ -951,13 +966,14 @@ class FaxDaemon:
             inotify.watch(self.root / "incoming")
             inotify.watch(self.root / CONTROL_DIR)
         self._recover_active()
-        threads = [threading.Thread(target=self._render_loop, name="render", daemon=True)]
-        threads.append(threading.Thread(target=self._mail_loop, name="mail", daemon=True))
-        threads += [
-            threading.Thread(
-                target=self._modem_loop, args=(m,), name=f"modem {m.device}", daemon=True
-            )
-            for m in self.modems
+        loops: list[tuple[str, Callable[..., None], tuple[Any, ...]]] = [
+            ("render", self._render_loop, ()),
+            ("mail", self._mail_loop, ()),
+            *((f"modem {m.device}", self._modem_loop, (m,)) for m in self.modems),
+        ]
+        threads = [
+            threading.Thread(target=self._supervised, args=(loop, *args), name=name, daemon=True)
+            for name, loop, args in loops
         ]
         if not self.modems:
             log.warning("no modems configured ([fax] modems): phone recipients wait")

@@ -114,6 +114,8 @@ def _reason(rec: RecipientProgress, t: Mapping[str, Any]) -> str:
     call = rec.last_call_reason
     if call and call != code:
         text += f"; {reasons.get(call, call)} ({call})"
+    if code == "render_failed" and rec.last_error:
+        text += f": {rec.last_error}"  # names the file and what is wrong with it
     return text
 
 

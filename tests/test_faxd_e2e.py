@@ -121,9 +121,14 @@ def write_config(
 
 
 def submit(
-    cfg: config.Config, subject: str, text: str = TEXT, sender: str = "alice@example.com"
+    cfg: config.Config,
+    subject: str,
+    text: str = TEXT,
+    sender: str = "alice@example.com",
+    pdf: bytes | None = None,
 ) -> str:
-    """Spool a job the way the milter does: a real MIME mail with a text attachment."""
+    """Spool a job the way the milter does: a real MIME mail with a text (or PDF)
+    attachment."""
     msg = email.message.EmailMessage()
     msg["From"] = sender
     msg["To"] = "fax@gw.example"
@@ -131,9 +136,13 @@ def submit(
     message_id = f"<{time.time_ns()}@example.com>"
     msg["Message-ID"] = message_id
     msg.set_content("please fax")
-    msg.add_attachment(text.encode("utf-8"), maintype="text", subtype="plain", filename="doc.txt")
+    filename = "doc.pdf" if pdf is not None else "doc.txt"
+    if pdf is not None:
+        msg.add_attachment(pdf, maintype="application", subtype="pdf", filename=filename)
+    else:
+        msg.add_attachment(text.encode(), maintype="text", subtype="plain", filename=filename)
     parts = list(msg.walk())
-    part = next(i for i, p in enumerate(parts) if p.get_filename() == "doc.txt")
+    part = next(i for i, p in enumerate(parts) if p.get_filename() == filename)
     recipients = [r.to_dict() for r in parse_subject(subject, cfg.dialplan)]
     job = {
         "sender": sender,
@@ -147,11 +156,11 @@ def submit(
         "priority": "normal",
         "documents": [
             {
-                "filename": "doc.txt",
-                "kind": "text",
-                "format": "text",
+                "filename": filename,
+                "kind": "pdf" if pdf is not None else "text",
+                "format": filename.rsplit(".", 1)[1],
                 "part": part,
-                "size": len(text),
+                "size": len(pdf) if pdf is not None else len(text),
             }
         ],
         "body_text": "please fax",
@@ -408,3 +417,15 @@ def test_unreadable_job_is_set_aside_not_lost(env) -> None:
     wait_until(kept.exists, 10, "the bad job moved to failed/")
     job_id = submit(cfg, "12345678/After")  # the daemon goes on working
     wait_until(lambda: (root / "active" / job_id / "state.json").exists(), 10, "next job claimed")
+
+
+def test_document_that_cannot_be_rendered_fails_with_a_receipt(env) -> None:
+    capture = env.smtp()
+    cfg = env.config([])
+    env.faxd(cfg)
+    job_id = submit(cfg, "12345678/Broken", pdf=b"%PDF-1.4\n1 0 obj << /Type /Catalog >>\ngarbage")
+    receipt = wait_until(lambda: capture.parsed("alice@example.com"), 30, "the receipt")[0]
+    assert receipt["Subject"].startswith("Fax NOT sent")
+    body = receipt.get_body(("plain",)).get_content()
+    assert "(render_failed)" in body and "doc.pdf: the PDF is damaged" in body
+    assert job_state(cfg, job_id) == "failed"
