@@ -90,12 +90,19 @@ def detect_encoding(data: bytes, declared: str | None = None) -> str | None:
         return "utf-8" if looks_like_text(text) else None
     if b"\x00" in sample:
         return _utf16_without_bom(sample)
+    if len(data) > SAMPLE_BYTES:
+        # The detector decodes strictly: a sample cut inside a multi-byte
+        # character would rule out every East Asian encoding.
+        cut = sample.rfind(b"\n")
+        sample = sample[: cut + 1] if cut > 0 else sample
     best = charset_normalizer.from_bytes(sample, cp_isolation=_DETECTION_CANDIDATES).best()
-    if best is None:
-        return None
-    name = _canonical(best.encoding) or best.encoding
-    text = _decode_prefix(sample, name)
-    return name if text is not None and looks_like_text(text) else None
+    candidates = [_canonical(best.encoding) or best.encoding] if best else []
+    # Western text the detector finds too odd (tables, repeated lines) is still text.
+    for name in [*candidates, "cp1252", "latin-1"]:
+        text = _decode_prefix(sample, name)
+        if text is not None and looks_like_text(text):
+            return name
+    return None
 
 
 def _utf16_without_bom(sample: bytes) -> str | None:

@@ -128,6 +128,19 @@ def test_text_in_chinese_encodings():
     assert sniff(docs.chinese_text("utf-16"), "d.txt").encoding == "utf-16"
 
 
+def test_large_chinese_text_is_detected_beyond_the_sample():
+    # Longer than the detection sample, which must not end inside a character.
+    data = (docs.CHINESE + "\n").encode("gbk") * 20_000
+    assert len(data) > 300_000
+    assert sniff(data, "big.txt").encoding == "gb18030"
+
+
+def test_undeclared_western_text():
+    letter = "Sehr geehrte Damen und Herren,\nanbei unser Angebot für Bürobedarf.\nGrüße\n"
+    assert sniff(letter.encode("cp1252"), "brief.txt").encoding == "cp1252"
+    assert sniff(("Grüße aus Köln. " * 400).encode("latin-1"), "x.txt").encoding == "cp1252"
+
+
 def test_declared_charset_is_used():
     data = "Grüße aus Köln, déjà vu".encode("latin-1")
     result = sniff(data, "a.txt", 'text/plain; charset="ISO-8859-1"')
