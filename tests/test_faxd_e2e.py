@@ -281,8 +281,9 @@ def test_three_recipients_over_two_lines_at_once(env) -> None:
     for name in ("One", "Two", "Three"):
         assert f": {name}" in body
     assert receipt_for(capture, job_id)["Subject"].startswith("Fax sent")
-    wait_until(lambda: job_state(cfg, job_id) == "done", 10, "job done in store")
-    assert (Path(cfg.spool.directory) / "done" / job_id / "state.json").exists()
+    assert job_state(cfg, job_id) == "done"
+    done = Path(cfg.spool.directory) / "done" / job_id / "state.json"
+    wait_until(done.exists, 10, "the job moved to done/")
 
 
 def test_busy_then_success(env) -> None:
@@ -316,8 +317,8 @@ def test_no_answer_until_expiry_gives_failure_receipt(env) -> None:
     body = check_receipt_basics(receipt, job_id)
     assert "(expired)" in body and "(no_answer)" in body and "0 of 3" in body
     assert all(c.result == "no_answer" for c in read_sidecars(env.tmp / "far"))
-    wait_until(lambda: job_state(cfg, job_id) == "failed", 10, "job failed in store")
-    assert (Path(cfg.spool.directory) / "failed" / job_id).is_dir()
+    assert job_state(cfg, job_id) == "failed"
+    wait_until((Path(cfg.spool.directory) / "failed" / job_id).is_dir, 10, "job in failed/")
 
 
 def test_network_number_by_mail_and_phone_fallback(env) -> None:
@@ -364,9 +365,8 @@ def test_smtp_down_then_up_sends_exactly_one_receipt(env) -> None:
     )
     capture = env.smtp()
     wait_until(lambda: capture.parsed("alice@example.com"), 20, "the receipt")
-    wait_until(lambda: job_state(cfg, job_id) == "done", 10, "job done")
-    time.sleep(0)  # the job left active/: nothing can send another receipt
-    assert not (Path(cfg.spool.directory) / "active" / job_id).exists()
+    # Once the job has left active/, nothing can send another receipt.
+    wait_until((Path(cfg.spool.directory) / "done" / job_id).is_dir, 10, "job in done/")
     receipt_for(capture, job_id)
     assert store.get_job(job_id).receipt_state == "sent"
 
