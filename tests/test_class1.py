@@ -102,6 +102,37 @@ def test_lock_file_created_refused_and_removed(sim, tmp_path):
     assert not path.exists()
 
 
+def test_second_open_from_another_process_fails_cleanly(sim, tmp_path):
+    import sys
+
+    (tmp_path / "lock").mkdir()
+    holder_code = (
+        "import sys\n"
+        "from faxgate.faxd.modem import SerialPort, SerialSettings\n"
+        f"port = SerialPort({str(sim.device)!r}, SerialSettings(lock_dir={str(tmp_path / 'lock')!r}))\n"
+        "port.open()\n"
+        "print('open', flush=True)\n"
+        "sys.stdin.read()\n"
+        "port.close()\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", holder_code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(PortLocked, match=f"process {holder.pid}"):
+            SerialPort(str(sim.device), settings(tmp_path)).open()
+    finally:
+        holder.stdin.close()
+        holder.wait(10)
+    # once the holder closed the port, it is ours
+    with SerialPort(str(sim.device), settings(tmp_path)):
+        pass
+
+
 def test_lock_held_by_another_live_process(tmp_path):
     holder = subprocess.Popen(["sleep", "30"])
     try:
