@@ -3,9 +3,10 @@
 The encoder is vectorised with numpy: the changing elements of all rows are
 found at once from the packed rows, the 2D mode of every candidate changing
 element is decided with one ``searchsorted`` over all rows together, and the
-code words are placed into 64-bit output words. A dense fine A4 page takes
-about 20 ms; the output is bit-identical to libtiff's coder (see
-bench/bench_codec.py). Pages are coded just before dialling, so this matters.
+code words are placed into 64-bit output words. A dense fine A4 text page
+takes 20-35 ms (a dithered photo page a few hundred); the output is
+bit-identical to libtiff's coder (see bench/bench_codec.py). Pages are coded
+just before dialling, so this matters.
 
 The decoder is a straightforward table-driven state machine in Python (tests,
 thumbnails, TIFF reading). It validates everything it reads and raises
