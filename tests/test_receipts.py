@@ -228,3 +228,53 @@ def test_every_reason_code_has_a_plain_text(language: str) -> None:
     assert set(t["status"]) == {"sent", "partial", "failed", "cancelled"}
     for outcome in ("done", "partial", "failed", "cancelled", "accepted"):
         assert f"subject_{outcome}" in t
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_smtp_auth_and_required_starttls() -> None:
+    from aiosmtpd.smtp import AuthResult
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        ok = auth_data.login == b"faxgate" and auth_data.password == b"s3cret"
+        return AuthResult(success=ok, handled=False)
+
+    capture = Capture()
+    port = free_port()
+    controller = Controller(
+        capture,
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=authenticator,
+        auth_required=True,
+        auth_require_tls=False,
+    )
+    controller.start()
+    try:
+        job, progress = job_and_progress()
+        msg = receipts.build_acceptance(
+            job, progress, language="en", from_address="f@x", message_id="<a@x>", now=T0
+        )
+        good = SmtpConfig(
+            host="127.0.0.1", port=port, starttls="off", user="faxgate", password="s3cret"
+        )
+        mailout.send_mail(good, msg, "", ["alice@example.com"])
+        assert len(capture.messages) == 1
+        with pytest.raises(mailout.MailTemporaryError, match="authentication"):
+            mailout.send_mail(
+                SmtpConfig(
+                    host="127.0.0.1", port=port, starttls="off", user="faxgate", password="wrong"
+                ),
+                msg,
+                "",
+                ["alice@example.com"],
+            )
+        with pytest.raises(mailout.MailTemporaryError, match="STARTTLS required"):
+            mailout.send_mail(
+                SmtpConfig(host="127.0.0.1", port=port, starttls="required"),
+                msg,
+                "",
+                ["alice@example.com"],
+            )
+        assert len(capture.messages) == 1
+    finally:
+        controller.stop()
