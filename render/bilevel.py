@@ -16,8 +16,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-#: Grey levels below this become black when thresholding.
-THRESHOLD = 128
+#: Grey levels below this become black when thresholding: high enough that
+#: grey text and thin grey lines (light footers, table rules) stay readable.
+THRESHOLD = 180
 #: Tile edge in pixels for the per-region choice.
 TILE = 32
 #: A tile is photographic when this share of its pixels is mid-grey.
@@ -39,6 +40,14 @@ def photo_tiles(grey: np.ndarray) -> np.ndarray:
     padded[:height, :width] = _mid_grey(grey)
     counts = padded.reshape(rows, TILE, cols, TILE).sum(axis=(1, 3))
     tiles = counts > PHOTO_TILE_SHARE * TILE * TILE
+    # Grow by one tile, so the rim of a grey area is dithered like its inside
+    # instead of turning into a black frame.
+    grown = tiles.copy()
+    grown[1:] |= tiles[:-1]
+    grown[:-1] |= tiles[1:]
+    grown[:, 1:] |= tiles[:, :-1]
+    grown[:, :-1] |= tiles[:, 1:]
+    tiles = grown
     return np.repeat(np.repeat(tiles, TILE, axis=0), TILE, axis=1)[:height, :width]
 
 

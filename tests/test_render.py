@@ -278,6 +278,27 @@ def test_line_art_is_thresholded_cleanly():
     assert black(page.image).sum() == pytest.approx(ink.sum(), rel=0.001)
 
 
+def test_grey_lines_stay_visible_and_grey_areas_have_no_black_rim():
+    image = Image.new("L", (600, 800), 255)
+    draw = ImageDraw.Draw(image)
+    for y in range(50, 300, 50):
+        draw.line((50, y, 550, y), fill=150, width=2)  # light grey rules
+    draw.rectangle((100, 400, 500, 700), fill=170)  # a shaded box
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    (page,) = render(Document(out.getvalue(), "grey.png"))
+    ink = black(page.image)
+    scale = 1728 / 600  # fitted to the width
+    for y in range(50, 300, 50):
+        row = round(y * 196 / 204 * scale)
+        assert ink[row - 4 : row + 5, 300:1400].any(axis=0).mean() > 0.95
+    top, bottom = round(420 * 196 / 204 * scale), round(680 * 196 / 204 * scale)
+    left, right = round(100 * scale), round(500 * scale)
+    inside = ink[top:bottom, left + 60 : right - 60].mean()
+    rim = ink[top:bottom, left + 2 : left + 12].mean()
+    assert 0.2 < inside < 0.45 and abs(rim - inside) < 0.1
+
+
 def test_decompression_bomb_fails_fast():
     bomb = docs.png_declaring(100_000, 100_000)
     assert len(bomb) < 2000
