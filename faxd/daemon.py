@@ -408,7 +408,7 @@ class FaxDaemon:
                     self._event(aj, "resumed", f"from page {rec.pages_confirmed + 1}", rec.idx)
         with self.cond:
             self.jobs[aj.job_id] = aj
-            if not progress.rendered or (progress.pages_total and not progress.final):
+            if not progress.rendered:
                 self.render_queue.append(aj.job_id)
             self.cond.notify_all()
 
@@ -567,11 +567,24 @@ class FaxDaemon:
         )
 
     def _load_pages(self, aj: ActiveJob) -> list[FaxPage]:
-        if aj.pages is None:
-            from faxgate.faxd.tifff import read_tiff_f
+        """The job's pages, read from ``pages.tif`` when not in memory. They stay
+        in memory only while a call or mail of the job uses them (a queue of many
+        waiting jobs would otherwise hold every page image)."""
+        from faxgate.faxd.tifff import read_tiff_f
 
-            aj.pages = read_tiff_f(aj.job_dir / PAGES_FILE)
-        return aj.pages
+        with self.cond:
+            if aj.pages is not None:
+                return aj.pages
+        pages = read_tiff_f(aj.job_dir / PAGES_FILE)
+        with self.cond:
+            if aj.pages is None:
+                aj.pages = pages
+            return aj.pages
+
+    def _release_pages(self, aj: ActiveJob) -> None:
+        """Forget the page images once nothing of the job is in progress (lock held)."""
+        if not aj.busy:
+            aj.pages = None
 
     def _render(self, aj: ActiveJob) -> None:
         """Render once: pages go to ``pages.tif`` before the job counts as rendered."""
@@ -665,7 +678,7 @@ class FaxDaemon:
 
     def _pick_call(self, now: float) -> tuple[ActiveJob, q.RecipientProgress] | None:
         candidates = q.due_calls(
-            [aj.progress for aj in self.jobs.values() if aj.pages is not None],
+            [aj.progress for aj in self.jobs.values()],
             self.policy,
             now,
         )
@@ -699,16 +712,16 @@ class FaxDaemon:
                     rec.idx,
                     now,
                 )
-                pages = aj.pages or []
             dial = str(aj.job["recipients"][rec.idx].get("dial") or "")
             self._event(
                 aj, "dialing", f"{dial} via {modem.device}, from page {first_page + 1}", rec.idx
             )
             self.write_status()
-            outcome = self._call(modem, aj, rec, dial, pages, first_page)
+            outcome = self._call(modem, aj, rec, dial, first_page)
             with self.cond:
                 q.apply_call(self.policy, aj.progress, rec, outcome, time.time())
                 aj.busy.discard(rec.idx)
+                self._release_pages(aj)
                 self._save(aj, rec)
                 modem.state = "error" if outcome.reason == "modem_error" else "idle"
                 modem.job_id, modem.recipient = None, None
@@ -728,7 +741,6 @@ class FaxDaemon:
         aj: ActiveJob,
         rec: q.RecipientProgress,
         dial: str,
-        pages: list[FaxPage],
         first_page: int,
     ) -> q.CallOutcome:
         def confirmed(next_page: int) -> None:
@@ -745,6 +757,7 @@ class FaxDaemon:
             )
 
         try:
+            pages = self._load_pages(aj)
             result = self.dialer(modem.device, dial, pages, first_page, confirmed)
         except Exception as exc:  # a bug in one call must not take the modem down
             modem.last_error = str(exc)
@@ -758,7 +771,7 @@ class FaxDaemon:
 
     def _pick_mail(self, now: float) -> tuple[str, ActiveJob, q.RecipientProgress | None] | None:
         jobs = list(self.jobs.values())
-        for progress, rec in q.due_network([aj.progress for aj in jobs if aj.pages], now):
+        for progress, rec in q.due_network([aj.progress for aj in jobs], now):
             aj = self.jobs[progress.job_id]
             if rec.idx not in aj.busy:
                 return "network", aj, rec
@@ -802,6 +815,7 @@ class FaxDaemon:
                 with self.cond:
                     if rec is not None:
                         aj.busy.discard(rec.idx)
+                        self._release_pages(aj)
                     aj.mail_busy = False
                     self.cond.notify_all()
 
