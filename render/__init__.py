@@ -6,7 +6,9 @@
 (the milter's early check). Errors are permanent (:class:`UnsupportedDocument`,
 :class:`EncryptedDocument`, :class:`RenderError` and its subclasses) and name
 the file and the reason, except :class:`ConverterUnavailable` (temporary:
-LibreOffice or the fonts are missing).
+LibreOffice or the fonts are missing). :mod:`faxgate.render.isolated` runs
+the same rendering in a child process, for callers that must survive a
+decoder crashing or hanging on a hostile file.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from faxgate.faxd.page import FaxPage
+from faxgate.faxd.page import LINES_PER_INCH, FaxPage
 from faxgate.render import header as _header
 from faxgate.render.bilevel import black_share
 from faxgate.render.cover import CoverInfo
@@ -32,7 +34,7 @@ from faxgate.render.errors import (
     RenderError,
     UnsupportedDocument,
 )
-from faxgate.render.geometry import PageGeometry
+from faxgate.render.geometry import PAPER_INCHES, PageGeometry
 from faxgate.render.header import DEFAULT_TEMPLATE, HeaderInfo
 from faxgate.render.sniff import Sniffed, sniff
 
@@ -72,6 +74,9 @@ class Document:
 
 @dataclass(frozen=True)
 class RenderOptions:
+    """How a job is rendered. ``header`` and ``cover`` are None when not wanted;
+    ``max_pages`` counts the whole job including the cover page."""
+
     resolution: str = "fine"
     paper: str = "a4"
     drop_blank_pages: bool = True
@@ -83,6 +88,12 @@ class RenderOptions:
     soffice: str = "soffice"
     #: Worker processes for long PDFs (used only by single-threaded callers).
     workers: int = min(4, os.cpu_count() or 1)
+
+    def __post_init__(self) -> None:
+        if self.resolution not in LINES_PER_INCH:
+            raise ValueError(f"unknown resolution {self.resolution!r}")
+        if self.paper not in PAPER_INCHES:
+            raise ValueError(f"unknown paper size {self.paper!r}")
 
     @classmethod
     def from_config(
