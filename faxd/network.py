@@ -7,7 +7,9 @@ readers without a TIFF viewer. No phone call is placed.
 
 The mail is marked ``Auto-Submitted: auto-generated`` so that, should the
 destination forward it back to the fax address, the milter drops it instead
-of faxing it again.
+of faxing it again. Its Message-ID is stable per job and recipient: if faxd
+dies after the server accepted the mail but before recording it, the resend
+after the restart carries the same Message-ID.
 """
 
 from __future__ import annotations
