@@ -16,7 +16,13 @@ fsync, rename, fsync of the directory) after every change: before a dial
 (so the dial counts even if faxd dies), after every page the far end confirms,
 after each call and mail. The store is a mirror for admins and history. After
 a crash a restart finds every job in ``active/``; recipients left ``dialing``
-are due again and resume at their first unconfirmed page.
+are due again and resume at their first unconfirmed page. The one page that
+can reach the far end twice is one it accepted while faxd died before reading
+its confirmation (MCF); confirmed pages are never sent again.
+
+Admin requests (``faxgate jobs cancel|retry|hold|release``) are files in
+``control/`` that the main thread applies and removes, so faxd stays the only
+writer of ``state.json``. Only one faxd runs per spool (``faxd.lock``, flock).
 
 Receipts are sent at most once per job except for one window: faxd records
 "sending" with a stable Message-ID before the SMTP conversation, so if it dies
