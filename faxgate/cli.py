@@ -82,4 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
+    # ``python -m faxgate.cli`` puts the working directory first on sys.path; run from
+    # the repository root, our milter/ folder would then shadow pymilter's ``milter``.
+    if not sys.flags.safe_path:
+        del sys.path[0]
     sys.exit(main())

@@ -16,6 +16,7 @@ APT_PACKAGES=(
   libtiff-tools      # fax2tiff/tiffinfo: independent T.4 decoder in tests
   poppler-utils      # pdftoppm/pdfinfo for inspecting generated PDFs
   sqlite3            # the store stays readable with stock tools
+  python3 python3-venv  # Debian 12's Python 3.11; venv needs ensurepip from python3-venv
   gcc python3-dev    # building pymilter
 )
 
@@ -33,10 +34,16 @@ if ((${#missing[@]})); then
 fi
 
 PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "bootstrap: faxgate needs Python >= 3.11, $PY is $("$PY" --version 2>&1)" >&2
+  exit 1
 fi
 stamp=.venv/.faxgate-installed
+# A venv whose creation failed half-way (no ensurepip) has a python but no pip: redo it.
+if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/pip ]; then
+  "$PY" -m venv --clear .venv
+  rm -f "$stamp"
+fi
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! .venv/bin/python -c 'import faxgate' 2>/dev/null; then
   .venv/bin/pip install -q --upgrade pip
