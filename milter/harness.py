@@ -83,6 +83,88 @@ def split_headers(raw: bytes) -> tuple[list[tuple[str, bytes]], bytes]:
     return headers, b"\n".join(lines[index:])
 
 
+class Session:
+    """One milter connection: several messages in a row, as one SMTP session sends them.
+
+    Nothing is reset between messages except what Postfix resets (the reply and
+    the deleted recipients): the milter itself must reset its state at MAIL.
+    """
+
+    def __init__(
+        self, factory: Callable[[], Milter.Base], macros: Mapping[str, str] | None = None
+    ) -> None:
+        Milter.factory = factory
+        self.ctx = _Ctx()
+        self.set_macros(macros or {})
+        self.ctx._connect()
+        protocol = self.ctx._protocol
+        self.protocol = protocol
+        self.skipped = {
+            name for name, (_nr, no) in Milter.OPTIONAL_CALLBACKS.items() if protocol & no
+        }
+
+    def set_macros(self, macros: Mapping[str, str | None]) -> None:
+        """Set (or, with None, remove) macros for the following messages."""
+        for name, value in macros.items():
+            if value is None:
+                self.ctx._macros.pop(name, None)
+            else:
+                self.ctx._setsymval(name, value)
+
+    def message(
+        self,
+        raw: bytes,
+        sender: str,
+        recipients: Iterable[str],
+        mail_params: Iterable[str] = (),
+    ) -> Outcome:
+        """Run one message (MAIL, RCPT..., DATA, headers, body, end) and return the outcome."""
+        ctx = self.ctx
+        ctx._reply = None
+        ctx._delrcpt = []
+        ctx._body = None
+        protocol = self.protocol
+
+        def outcome(rc: int, stage: str) -> Outcome:
+            result = "continue" if rc == Milter.NOREPLY else RESULT_NAMES.get(rc, str(rc))
+            reply = tuple(str(p) for p in ctx._reply) if ctx._reply else None
+            return Outcome(result, stage, reply, list(ctx._delrcpt), self.skipped)
+
+        def decided(rc: int) -> bool:
+            return rc not in (Milter.CONTINUE, Milter.NOREPLY)
+
+        rc = ctx._envfrom(f"<{sender}>", *mail_params)
+        if decided(rc):
+            return outcome(rc, "envfrom")
+        for rcpt in recipients:
+            rc = ctx._envrcpt(f"<{rcpt}>")
+            if decided(rc):
+                return outcome(rc, "envrcpt")
+        rc = ctx._data()
+        if decided(rc):
+            return outcome(rc, "data")
+        headers, body = split_headers(raw)
+        body = re.sub(rb"\r?\n", b"\r\n", body)  # Postfix sends the body with CRLF
+        if not protocol & Milter.P_NOHDRS:
+            for name, value in headers:
+                ctx._stage = None
+                rc = ctx._priv.header_bytes(name, value)
+                if decided(rc):
+                    return outcome(rc, "header")
+        rc = ctx._eoh()
+        if decided(rc):
+            return outcome(rc, "eoh")
+        if not protocol & Milter.P_NOBODY:
+            for start in range(0, len(body), BODY_CHUNK):
+                rc = ctx._priv.body(body[start : start + BODY_CHUNK])
+                if decided(rc):
+                    return outcome(rc, "body")
+        return outcome(ctx._eom(), "eom")
+
+    def close(self) -> None:
+        self.ctx._close()
+
+
 def drive(
     factory: Callable[[], Milter.Base],
     raw: bytes,
@@ -95,47 +177,8 @@ def drive(
 
     ``mail_params`` are ESMTP MAIL FROM parameters such as ``SIZE=1234``.
     """
-    Milter.factory = factory
-    ctx = _Ctx()
-    for name, value in (macros or {}).items():
-        ctx._setsymval(name, value)
-    ctx._connect()
-    protocol = ctx._protocol
-    skipped = {name for name, (_nr, no) in Milter.OPTIONAL_CALLBACKS.items() if protocol & no}
-
-    def outcome(rc: int, stage: str) -> Outcome:
-        result = "continue" if rc == Milter.NOREPLY else RESULT_NAMES.get(rc, str(rc))
-        reply = tuple(str(p) for p in ctx._reply) if ctx._reply else None
-        ctx._close()
-        return Outcome(result, stage, reply, list(ctx._delrcpt), skipped)
-
-    def decided(rc: int) -> bool:
-        return rc not in (Milter.CONTINUE, Milter.NOREPLY)
-
-    rc = ctx._envfrom(f"<{sender}>", *mail_params)
-    if decided(rc):
-        return outcome(rc, "envfrom")
-    for rcpt in recipients:
-        rc = ctx._envrcpt(f"<{rcpt}>")
-        if decided(rc):
-            return outcome(rc, "envrcpt")
-    rc = ctx._data()
-    if decided(rc):
-        return outcome(rc, "data")
-    headers, body = split_headers(raw)
-    body = re.sub(rb"\r?\n", b"\r\n", body)  # Postfix sends the body with CRLF
-    if not protocol & Milter.P_NOHDRS:
-        for name, value in headers:
-            ctx._stage = None
-            rc = ctx._priv.header_bytes(name, value)
-            if decided(rc):
-                return outcome(rc, "header")
-    rc = ctx._eoh()
-    if decided(rc):
-        return outcome(rc, "eoh")
-    if not protocol & Milter.P_NOBODY:
-        for start in range(0, len(body), BODY_CHUNK):
-            rc = ctx._priv.body(body[start : start + BODY_CHUNK])
-            if decided(rc):
-                return outcome(rc, "body")
-    return outcome(ctx._eom(), "eom")
+    session = Session(factory, macros)
+    try:
+        return session.message(raw, sender, recipients, mail_params)
+    finally:
+        session.close()

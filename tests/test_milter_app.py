@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import json
+import logging
+import sys
+import zipfile
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -17,11 +21,26 @@ from PIL import Image
 from faxgate import config as config_mod
 from faxgate.faxd import spool
 from faxgate.milter.app import FaxMilter, Runtime
-from faxgate.milter.harness import Outcome, drive
+from faxgate.milter.harness import Outcome, Session, drive
+from faxgate.milter.mimeparts import ascii_safe
 from faxgate.store import Store
 
 FAX = "fax@fax.example.com"
 ALICE = "alice@example.com"
+
+
+def _docs_factory():
+    if "docs_factory" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "docs_factory", Path(__file__).with_name("docs_factory.py")
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["docs_factory"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["docs_factory"]
+
+
+docs = _docs_factory()
 
 
 def make_pdf(pages: int = 1, password: str | None = None) -> bytes:
@@ -179,6 +198,58 @@ def test_mixed_recipients_delete_fax_address_and_accept(gw: Gateway) -> None:
     assert len(gw.jobs()) == 1
 
 
+def test_fax_address_second_of_five_recipients(gw: Gateway) -> None:
+    others = ["a@example.org", "b@example.org", "c@example.net", "d@example.net"]
+    out = gw.send(fax_mail(), recipients=(others[0], FAX, *others[1:]))
+    # Not accepted at RCPT (that would accept the message for all five unchecked).
+    assert (out.result, out.stage) == ("accept", "eom")
+    assert out.deleted_recipients == [f"<{FAX}>"]
+    assert len(gw.jobs()) == 1
+    # The same message with a bad Subject is refused for all five: nothing half-done.
+    bad = gw.send(fax_mail(subject="755-x"), recipients=(others[0], FAX, *others[1:]))
+    assert (bad.result, bad.stage, bad.reply[1]) == ("reject", "eoh", "5.6.0")
+    assert len(gw.jobs()) == 1
+
+
+def test_state_resets_at_mail_for_each_message_of_a_session(gw: Gateway) -> None:
+    """Several messages on one SMTP connection, each with its own outcome."""
+    session = Session(lambda: FaxMilter(gw.runtime), {"i": "Q1", "{auth_authen}": "alice"})
+    try:
+        first = session.message(fax_mail(subject="755-8323517x"), ALICE, [FAX, "x@example.org"])
+        assert (first.result, first.reply[1]) == ("reject", "5.6.0")
+        # Ordinary mail next: the fax recipient of the message before is forgotten.
+        second = session.message(b"Subject: hi\r\n\r\nhi\r\n", ALICE, ["y@example.org"])
+        assert (second.result, second.stage) == ("accept", "data")
+        # A fax with the fax address alone: DISCARD, although the first message had
+        # another recipient; no SMTP login this time, and a new queue id.
+        session.set_macros({"i": "Q3", "{auth_authen}": None})
+        third = session.message(fax_mail(), ALICE, [FAX])
+        assert (third.result, third.stage, third.deleted_recipients) == ("discard", "eom", [])
+        fourth = session.message(
+            fax_mail(sender="mallory@example.com"), "mallory@example.com", [FAX]
+        )
+        assert (fourth.result, fourth.reply[1]) == ("reject", "5.7.1")
+    finally:
+        session.close()
+    (job,) = gw.jobs()
+    assert job["subject"] == "755-83235170/Zhang"
+    assert (job["queue_id"], job["auth"]["login"]) == ("Q3", None)
+    assert [(e.kind, e.queue_id) for e in gw.store.events(limit=10, sender=None)] == [
+        ("rejected", "Q1"),
+        ("accepted", "Q3"),
+        ("rejected", "Q3"),
+    ]
+
+
+def test_decisions_are_logged_with_queue_id(gw: Gateway, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="faxgate.milter")
+    gw.send(fax_mail(subject="755-8323517x"))
+    gw.send(fax_mail())
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("4ABC123: rejected:") and "5.6.0" in m for m in messages), messages
+    assert any(m.startswith("4ABC123: accepted:") and "job " in m for m in messages), messages
+
+
 def test_duplicate_message_is_one_job_and_still_discarded(gw: Gateway) -> None:
     raw = fax_mail()
     assert gw.send(raw).result == "discard"
@@ -302,11 +373,20 @@ def test_non_ascii_offending_character_is_described_in_ascii(gw: Gateway) -> Non
     assert_ascii_lines(out)
 
 
-def test_gbk_encoded_subject(gw: Gateway) -> None:
-    name = "金恒科技"
-    encoded = (
-        "=?GB2312?B?" + base64.b64encode(f"86-755-83235170/{name}".encode("gb2312")).decode() + "?="
-    )
+@pytest.mark.parametrize(
+    ("charset", "name"),
+    [
+        ("GB2312", "金恒科技"),
+        ("GBK", "镕基科技"),  # 镕 is in GBK, not in GB2312
+        ("GB18030", "金恒科技𠀀"),  # a four-byte GB18030 character
+        ("Big5", "金恆科技"),
+        ("UTF-8", "金恒科技"),
+    ],
+)
+def test_rfc2047_encoded_subject(gw: Gateway, charset: str, name: str) -> None:
+    codec = {"GB2312": "gb2312", "GBK": "gbk", "GB18030": "gb18030", "Big5": "big5"}
+    data = f"86-755-83235170/{name}".encode(codec.get(charset, "utf-8"))
+    encoded = f"=?{charset}?B?{base64.b64encode(data).decode()}?="
     raw = fax_mail().replace(b"Subject: 755-83235170/Zhang", b"Subject: " + encoded.encode())
     assert gw.send(raw).result == "discard"
     job = gw.jobs()[0]
@@ -357,6 +437,104 @@ def test_unsupported_attachments(
     )
     assert (out.code, out.reply[1]) == ("550", "5.6.1")
     assert words in out.text
+
+
+def _ooxml(part: str) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr(part, "<document/>")
+    return buf.getvalue()
+
+
+def _odf(mimetype: str) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        archive.writestr("mimetype", mimetype)
+        archive.writestr("content.xml", "<office:document-content/>")
+    return buf.getvalue()
+
+
+OFFICE_ATTACHMENTS = {
+    "doc": docs.ole2({"WordDocument": docs.word_fib(encrypted=False)}),
+    "xls": docs.ole2({"Workbook": docs.biff8(encrypted=False)}),
+    "ppt": docs.ole2({"PowerPoint Document": b"\x00" * 64}),
+    "docx": _ooxml("word/document.xml"),
+    "xlsx": _ooxml("xl/workbook.xml"),
+    "pptx": _ooxml("ppt/presentation.xml"),
+    "odt": _odf("application/vnd.oasis.opendocument.text"),
+    "ods": _odf("application/vnd.oasis.opendocument.spreadsheet"),
+    "rtf": b"{\\rtf1\\ansi Fax me.}",
+    "wri": docs.write_wri("Windows Write letter."),
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(OFFICE_ATTACHMENTS))
+def test_office_attachments_sniffed_by_content(gw: Gateway, fmt: str) -> None:
+    # Named and typed as something else: the content decides.
+    raw = fax_mail(
+        subject=f"755-83235170/{fmt}",
+        attachments=[(f"file-{fmt}.bin", OFFICE_ATTACHMENTS[fmt], "application/octet-stream")],
+    )
+    out = gw.send(raw)
+    assert out.result == "discard", out
+    (document,) = gw.jobs()[0]["documents"]
+    assert (document["kind"], document["format"]) == ("office", fmt)
+
+
+ENCRYPTED_OFFICE = {
+    # OOXML with a password: an OLE2 container holding EncryptionInfo + EncryptedPackage.
+    "locked.docx": docs.ole2(
+        {"EncryptionInfo": b"\x04\x00\x04\x00\x40\x00\x00\x00", "EncryptedPackage": b"\x00"}
+    ),
+    "locked.xlsx": docs.ole2(
+        {"EncryptionInfo": b"\x03\x00\x02\x00\x24\x00\x00\x00", "EncryptedPackage": b"\x00"}
+    ),
+    "locked.doc": docs.ole2({"WordDocument": docs.word_fib(encrypted=True)}),
+    "locked.xls": docs.ole2({"Workbook": docs.biff8(encrypted=True)}),
+    "locked.ppt": docs.ole2({"PowerPoint Document": b"\x00", "EncryptedSummary": b"\x00"}),
+}
+
+
+@pytest.mark.parametrize("filename", sorted(ENCRYPTED_OFFICE))
+def test_encrypted_office_rejected_naming_file(gw: Gateway, filename: str) -> None:
+    raw = fax_mail(
+        attachments=[
+            ("ok.pdf", make_pdf(), "application/pdf"),
+            (filename, ENCRYPTED_OFFICE[filename], "application/octet-stream"),
+        ]
+    )
+    out = gw.send(raw)
+    assert (out.result, out.stage, out.code, out.reply[1]) == ("reject", "eom", "550", "5.6.1")
+    assert f"Attachment {filename}:" in out.text and "password protected" in out.text
+    assert gw.jobs() == []
+
+
+def _zip_archive() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("invoice.pdf", make_pdf())
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("filename", "data", "reason"),
+    [
+        ("报价.wps", docs.ole2({"WpsContent": b"\x00"}), "WPS"),
+        ("invoice.zip", _zip_archive(), "archives (ZIP)"),
+        ("run.elf", b"\x7fELF\x02\x01\x01" + bytes(100), "executable"),
+        ("setup.pdf", b"MZ\x90\x00" + bytes(200), "executable"),  # the name does not help
+        ("data.7z", b"7z\xbc\xaf\x27\x1c" + bytes(50), "7-Zip"),
+    ],
+)
+def test_unsupported_kinds_named_with_reason(
+    gw: Gateway, filename: str, data: bytes, reason: str
+) -> None:
+    out = gw.send(fax_mail(attachments=[(filename, data, "application/octet-stream")]))
+    assert (out.code, out.reply[1]) == ("550", "5.6.1")
+    assert ascii_safe(f"Attachment {filename}:") in out.text  # Chinese names as \\uXXXX
+    assert reason in out.text
+    assert gw.jobs() == []
 
 
 def test_attachment_over_size_limit(tmp_path: Path) -> None:
