@@ -8,13 +8,15 @@ fax sent to the wrong place.
 
 Each section is a frozen dataclass; a field's ``metadata["doc"]`` is its
 documentation (printed by ``faxgate config check --doc`` and mirrored in
-``deploy/faxgate.toml.example``) and ``metadata["choices"]`` restricts values.
+``deploy/faxgate.toml.example``); ``metadata["choices"]`` restricts values and
+``metadata["pattern"]`` (regex, plain-language description) restricts strings.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -28,10 +30,17 @@ DEFAULT_PATH = Path("/etc/faxgate/faxgate.toml")
 ENV_VAR = "FAXGATE_CONFIG"
 
 
-def _opt(default: Any, doc: str, choices: tuple[Any, ...] | None = None) -> Any:
+def _opt(
+    default: Any,
+    doc: str,
+    choices: tuple[Any, ...] | None = None,
+    pattern: tuple[str, str] | None = None,
+) -> Any:
     meta: dict[str, Any] = {"doc": doc}
     if choices is not None:
         meta["choices"] = choices
+    if pattern is not None:
+        meta["pattern"] = pattern
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -39,12 +48,30 @@ def _opt(default: Any, doc: str, choices: tuple[Any, ...] | None = None) -> Any:
 
 @dataclass(frozen=True)
 class DialplanConfig:
-    country_code: str = _opt("86", "Country calling code of this fax server (no prefix).")
-    area_code: str = _opt("755", "Local area (trunk) code, without the national prefix.")
-    international_prefix: str = _opt("00", "Digits dialled before a foreign country code.")
-    national_prefix: str = _opt("0", "Digits dialled before another area code at home.")
+    country_code: str = _opt(
+        "86",
+        "Country calling code of this fax server (no prefix).",
+        pattern=(r"[1-9][0-9]{0,2}", '1 to 3 digits without a prefix, e.g. "86"'),
+    )
+    area_code: str = _opt(
+        "755",
+        "Local area (trunk) code, without the national prefix.",
+        pattern=(r"[0-9]{1,8}", 'digits, e.g. "755", or "0" where there are no area codes'),
+    )
+    international_prefix: str = _opt(
+        "00",
+        "Digits dialled before a foreign country code.",
+        pattern=(r"[0-9]{1,4}", '1 to 4 digits, e.g. "00"'),
+    )
+    national_prefix: str = _opt(
+        "0",
+        "Digits dialled before another area code at home.",
+        pattern=(r"[0-9]{0,3}", 'up to 3 digits, e.g. "0", or empty'),
+    )
     outside_line_prefix: str = _opt(
-        "", "Digits that get an outside line from a PBX (e.g. '9'), empty for none."
+        "",
+        "Digits that get an outside line from a PBX (e.g. '9'), empty for none.",
+        pattern=(r"[0-9*#,Ww]{0,10}", "digits, * or #, ',' (pause) or W (wait for dial tone)"),
     )
 
 
@@ -280,6 +307,9 @@ def _build_section(name: str, cls: type, raw: Any, where: str) -> Any:
                 f"{where}: key '{name}.{key}' must be one of {', '.join(map(str, choices))}, "
                 f"not {value!r}"
             )
+        pattern = known[key].metadata.get("pattern")
+        if pattern and not re.fullmatch(pattern[0], value):
+            raise ConfigError(f"{where}: key '{name}.{key}' must be {pattern[1]}, not {value!r}")
         values[key] = value
     return cls(**values)
 
