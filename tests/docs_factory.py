@@ -13,6 +13,7 @@ import shutil
 import struct
 import subprocess
 import tempfile
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -269,12 +270,49 @@ def biff8(encrypted: bool) -> bytes:
 
 # ------------------------------------------------------------------ LibreOffice
 
+
+def odf_presentation(text: str) -> bytes:
+    """A minimal OpenDocument presentation: one slide with one text box."""
+    content = (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<office:document-content office:version="1.2"'
+        ' xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0"'
+        ' xmlns:draw="urn:oasis:names:tc:opendocument:xmlns:drawing:1.0"'
+        ' xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0"'
+        ' xmlns:svg="urn:oasis:names:tc:opendocument:xmlns:svg-compatible:1.0">'
+        '<office:body><office:presentation><draw:page draw:name="page1">'
+        '<draw:frame svg:x="2cm" svg:y="3cm" svg:width="24cm" svg:height="6cm">'
+        f"<draw:text-box><text:p>{text}</text:p></draw:text-box></draw:frame>"
+        "</draw:page></office:presentation></office:body></office:document-content>"
+    )
+    manifest = (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<manifest:manifest manifest:version="1.2"'
+        ' xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0">'
+        '<manifest:file-entry manifest:full-path="/"'
+        ' manifest:media-type="application/vnd.oasis.opendocument.presentation"/>'
+        '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/>'
+        "</manifest:manifest>"
+    )
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as package:
+        package.writestr(
+            zipfile.ZipInfo("mimetype"),
+            "application/vnd.oasis.opendocument.presentation",
+            compress_type=zipfile.ZIP_STORED,
+        )
+        package.writestr("content.xml", content)
+        package.writestr("META-INF/manifest.xml", manifest)
+    return out.getvalue()
+
+
 _OFFICE_CACHE: dict[str, Path] = {}
 
 
 def office_documents() -> dict[str, Path]:
-    """doc, docx, odt, rtf (from HTML with Chinese), xls, xlsx (from CSV),
-    written by LibreOffice once per test session."""
+    """doc, docx, odt, rtf (from HTML with Chinese), xls, xlsx, ods (from CSV),
+    ppt, pptx (from a hand-made one-slide .odp, also returned), written by
+    LibreOffice once per test session; and a crafted .wri."""
     if _OFFICE_CACHE:
         return dict(_OFFICE_CACHE)
     work = Path(tempfile.mkdtemp(prefix="faxgate-testdocs-"))
@@ -287,6 +325,8 @@ def office_documents() -> dict[str, Path]:
     )
     csv = work / "sheet.csv"
     csv.write_text("item,price\nwidget,12.50\n传真机,899.00\n", encoding="utf-8")
+    odp = work / "slides.odp"
+    odp.write_bytes(odf_presentation(f"Fax test slide 传真 — {ENGLISH}"))
     targets = {
         "doc": (html, "doc:MS Word 97", "HTML (StarWriter)"),
         "docx": (html, "docx:MS Word 2007 XML", "HTML (StarWriter)"),
@@ -294,6 +334,9 @@ def office_documents() -> dict[str, Path]:
         "rtf": (html, "rtf:Rich Text Format", "HTML (StarWriter)"),
         "xls": (csv, "xls:MS Excel 97", "Text - txt - csv (StarCalc):44,34,76"),
         "xlsx": (csv, "xlsx:Calc MS Excel 2007 XML", "Text - txt - csv (StarCalc):44,34,76"),
+        "ods": (csv, "ods:calc8", "Text - txt - csv (StarCalc):44,34,76"),
+        "ppt": (odp, "ppt:MS PowerPoint 97", "impress8"),
+        "pptx": (odp, "pptx:Impress MS PowerPoint 2007 XML", "impress8"),
     }
     for fmt, (source, export, infilter) in targets.items():
         out = work / fmt
@@ -316,6 +359,7 @@ def office_documents() -> dict[str, Path]:
         )
         (produced,) = out.iterdir()
         _OFFICE_CACHE[fmt] = produced
+    _OFFICE_CACHE["odp"] = odp
     wri = work / "note.wri"
     wri.write_bytes(write_wri(f"{ENGLISH}\nWindows Write paragraph two.\n"))
     _OFFICE_CACHE["wri"] = wri

@@ -39,7 +39,7 @@ def _load_factory():
 
 
 docs = _load_factory()
-FORMATS = ["doc", "docx", "odt", "rtf", "xls", "xlsx", "wri"]
+FORMATS = ["doc", "docx", "odt", "rtf", "xls", "xlsx", "ods", "ppt", "pptx", "odp", "wri"]
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_office_document_becomes_fax_pages(rendered, fmt):
         assert source == f"../../etc/{fmt}-attack.{fmt}"  # reported, never used as a path
         assert page.image.size == (1728, 2292) and page.resolution == "fine"
     first = ~np.asarray(labelled[0][1].image)
-    assert first.mean() > 0.001  # the text is on the page
+    assert first.mean() > 0.0003  # the text is on the page (a blank page is < 0.0001)
 
 
 def test_long_word_document_has_several_pages(rendered):

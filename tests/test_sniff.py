@@ -70,7 +70,9 @@ def test_damaged_pdf():
         sniff(b"%PDF-1.4\n" + bytes(range(256)) * 4, "broken.pdf")
 
 
-@pytest.mark.parametrize("fmt", ["doc", "docx", "odt", "rtf", "xls", "xlsx", "wri"])
+@pytest.mark.parametrize(
+    "fmt", ["doc", "docx", "odt", "rtf", "xls", "xlsx", "ods", "ppt", "pptx", "odp", "wri"]
+)
 def test_office_files_written_by_libreoffice(office, fmt):
     assert sniff(office[fmt], f"x.{fmt}") == Sniffed("office", fmt)
 
