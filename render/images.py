@@ -23,6 +23,9 @@ from faxgate.render.geometry import PageGeometry
 
 #: Resolution tags below this are meaningless defaults (72 dpi cameras, 96 dpi screenshots).
 _MIN_TRUSTED_DPI = 100
+#: All frames of one file together may have this many times ``max_pixels``
+#: (100 A4 pages scanned at 300 dpi need about 11 times the default).
+_FRAMES_PIXEL_FACTOR = 16
 
 
 def render_image(
@@ -50,20 +53,36 @@ def _render_frames(
     image: Image.Image, filename: str, geometry: PageGeometry, max_pixels: int, max_pages: int
 ) -> Iterator[FaxPage]:
     frames = ImageSequence.Iterator(image) if image.format == "TIFF" else iter([image])
-    for number, frame in enumerate(frames, start=1):
-        if number > max_pages:
-            raise PageLimitExceeded(filename, f"more than {max_pages} pages")
-        width, height = frame.size
-        if width * height > max_pixels:
-            raise DocumentTooLarge(
-                filename,
-                f"the image is {width}×{height} pixels, more than the limit of {max_pixels:,}",
-            )
+    _check_sizes(image, filename, max_pixels, max_pages)
+    for frame in frames:
         passthrough = _fax_resolution(frame)
         if passthrough is not None:
             yield FaxPage(frame.copy(), passthrough)
         else:
             yield FaxPage(_layout(frame, geometry), geometry.resolution)  # type: ignore[arg-type]
+
+
+def _check_sizes(image: Image.Image, filename: str, max_pixels: int, max_pages: int) -> None:
+    """Page count and pixel counts from the frame headers, before decoding any frame."""
+    sizes = []
+    for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
+        if image.format != "TIFF" and number > 1:
+            break  # animations: only the first frame is a page
+        if number > max_pages:
+            raise PageLimitExceeded(filename, f"more than {max_pages} pages")
+        sizes.append(frame.size)
+    image.seek(0)
+    for width, height in sizes:
+        if width * height > max_pixels:
+            raise DocumentTooLarge(
+                filename,
+                f"the image is {width}×{height} pixels, more than the limit of {max_pixels:,}",
+            )
+    budget = max_pixels * _FRAMES_PIXEL_FACTOR
+    if sum(width * height for width, height in sizes) > budget:
+        raise DocumentTooLarge(
+            filename, f"its {len(sizes)} pages have more than {budget:,} pixels together"
+        )
 
 
 def _fax_resolution(frame: Image.Image) -> str | None:

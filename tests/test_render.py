@@ -313,6 +313,19 @@ def test_pixel_limit_is_configurable():
         render(Document(docs.png(2000, 1000), "big.png"), max_pixels=1_000_000)
 
 
+def test_pixel_budget_for_all_frames_of_a_tiff():
+    # Each 600×800 frame is at the limit; 17 together are more than 16 times it.
+    started = time.monotonic()
+    with pytest.raises(DocumentTooLarge, match=r"^scan\.tif: its 17 pages have more than"):
+        render(Document(docs.multipage_tiff(17), "scan.tif"), max_pixels=480_000)
+    assert time.monotonic() - started < 1  # judged from the headers, nothing decoded
+
+
+def test_tiff_page_limit_from_the_headers():
+    with pytest.raises(PageLimitExceeded, match=r"^scan\.tif: more than 2 pages"):
+        render(Document(docs.multipage_tiff(3), "scan.tif"), max_pages=2)
+
+
 def test_damaged_image():
     data = docs.png(400, 300)
     with pytest.raises(CorruptDocument, match=r"^cut\.png: the image is damaged"):
