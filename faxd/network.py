@@ -21,7 +21,7 @@ from email.utils import format_datetime, formataddr
 from typing import Any
 
 from faxgate.faxd.page import FaxPage
-from faxgate.faxd.receipts import pages_pdf, receipt_message_id
+from faxgate.faxd.receipts import one_line, pages_pdf, receipt_message_id
 
 
 def fax_message_id(job_id: str, idx: int, domain: str | None = None) -> str:
@@ -47,14 +47,14 @@ def build_fax_mail(
     msg["From"] = from_address
     msg["To"] = formataddr((destination.name, destination.email))
     msg["Reply-To"] = job["sender"]
-    subject = str(job.get("subject") or "")
+    subject = one_line(job.get("subject"))
     msg["Subject"] = f"Fax from {job['sender']}" + (f": {subject}" if subject else "")
     msg["Date"] = format_datetime(datetime.fromtimestamp(now, UTC))
     msg["Message-ID"] = fax_message_id(job["id"], idx, domain)
     msg["Auto-Submitted"] = "auto-generated"
     msg["X-Faxgate-Job"] = job["id"]
     msg["X-Faxgate-Network-Number"] = str(recipient.get("network") or "")
-    names = " / ".join(x for x in (recipient.get("name1"), recipient.get("name2")) if x)
+    names = " / ".join(one_line(x) for x in (recipient.get("name1"), recipient.get("name2")) if x)
     msg.set_content(
         f"Fax job {job['id']} from {job['sender']} to {names or destination.name} "
         f"({recipient.get('network')}), {len(pages)} page(s).\n"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import socket
 import tomllib
+import unicodedata
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -39,6 +40,14 @@ def texts(language: str) -> dict[str, Any]:
     name = language if language in LANGUAGES else "en"
     data = resources.files("faxgate.faxd").joinpath("templates", f"{name}.toml").read_bytes()
     return tomllib.loads(data.decode("utf-8"))
+
+
+def one_line(value: object) -> str:
+    """Text from the sender's mail made safe for a header or a receipt line: no
+    line breaks or other control characters (a hostile Subject cannot add
+    headers or fake lines)."""
+    text = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in str(value or ""))
+    return " ".join(text.split())
 
 
 def wants_receipt(sender: str) -> bool:
@@ -123,7 +132,8 @@ def _recipient_block(
     n: int, recipient: Mapping[str, Any], rec: RecipientProgress, t: Mapping[str, Any]
 ) -> str:
     none = t["none"]
-    names = " / ".join(x for x in (recipient.get("name1"), recipient.get("name2")) if x) or none
+    names = " / ".join(one_line(x) for x in (recipient.get("name1"), recipient.get("name2")) if x)
+    names = names or none
     resolution = (
         t["resolution_names"].get(rec.resolution, rec.resolution) if rec.resolution else none
     )
@@ -181,7 +191,7 @@ def build_receipt(
     """The receipt for a finished job (``job`` is the spool's job.json)."""
     t = texts(language)
     outcome = progress.outcome
-    subject_text = str(job.get("subject") or "")
+    subject_text = one_line(job.get("subject"))
     blocks = [
         _recipient_block(i + 1, recipient, rec, t)
         for i, (recipient, rec) in enumerate(
@@ -232,7 +242,7 @@ def build_acceptance(
 ) -> EmailMessage:
     """The optional "your fax is queued" notice."""
     t = texts(language)
-    subject_text = str(job.get("subject") or "")
+    subject_text = one_line(job.get("subject"))
     msg = EmailMessage()
     _headers(
         msg,

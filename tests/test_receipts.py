@@ -278,3 +278,23 @@ def test_smtp_auth_and_required_starttls() -> None:
         assert len(capture.messages) == 1
     finally:
         controller.stop()
+
+
+def test_hostile_subject_and_names_cannot_break_headers_or_lines() -> None:
+    job, progress = job_and_progress()
+    job["subject"] = "x\r\nBcc: victim@example.com\x00\u2028y"
+    job["recipients"][0]["name1"] = "Eve\nStatus:        sent"
+    msg = receipts.build_receipt(
+        job,
+        progress,
+        language="en",
+        from_address="f@x",
+        message_id="<r@x>",
+        first_page=None,
+        now=T0,
+    )
+    wire = msg.as_bytes(policy=email.policy.SMTP)
+    parsed = email.message_from_bytes(wire, policy=email.policy.default)
+    assert parsed["Bcc"] is None
+    assert parsed["Subject"] == "Fax partly sent: x Bcc: victim@example.com y"
+    assert "Recipient 1: Eve Status: sent / 采购部" in parsed.get_body(("plain",)).get_content()
