@@ -539,6 +539,8 @@ def _name(token: _Tok) -> str:
 _COMMAS = ",，、"
 _BRACKETS = "()（）[]［］"
 _AF_START = re.compile(r"[AaＡａ]([FfＦｆ]|$)")
+# What mail clients put in front of a Subject when replying or forwarding.
+_REPLY_PREFIX = re.compile(r"(?i)(re|fw|fwd|aw|wg|sv|vs|答复|回复|转发|轉寄)\s*[:：]")
 
 
 def _syntax_error(exc: UnexpectedInput, subject: str) -> SubjectError:
@@ -660,6 +662,15 @@ def _explain(subject: str, column: int, value: str, kind: str, expected: set[str
             column,
             text,
             "A network number is AF followed by digits, e.g. AF90000098",
+        )
+    reply = _REPLY_PREFIX.match(subject, column - 1) if at_start else None
+    if reply:
+        return SubjectError(
+            "a reply or forward prefix",
+            column,
+            reply.group(),
+            "Remove it: the Subject names only the recipients, and a reply to a receipt "
+            f"must not send the fax again. E.g. {_EXAMPLE}",
         )
     if at_start:
         return SubjectError(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import pickle
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -25,6 +28,9 @@ from faxgate.grammar.subject import (
     format_subject,
     parse_subject,
 )
+
+FAXGATE = Path(sys.executable).parent / "faxgate"
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "bench_subject.py"
 
 # Shenzhen, as in the manual.
 PLAN = DialplanConfig(
@@ -206,6 +212,9 @@ def test_plus_numbers(
         ("+86", 1, "+86", "missing after the country code", "+86-755-83235170"),
         ("83235170/a\x00b", 11, "\x00", "control character", "visible"),
         ("\u200b83235170", 1, "\u200b83235170", "starts with a fax number", "86-755-"),
+        ("Fwd: 83235170", 1, "Fwd:", "reply or forward prefix", "Remove it"),
+        ("RE：86-755-83235170", 1, "RE：", "reply or forward prefix", "Remove it"),
+        ("83235170; 转发: 83235180", 11, "转发:", "reply or forward prefix", "Remove it"),
     ],
 )
 def test_errors_point_at_the_problem(
@@ -537,3 +546,41 @@ def test_long_hostile_subjects_fail_fast(subject: str) -> None:
     with pytest.raises(SubjectError):
         parse_subject(subject, PLAN, max_recipients=100_000)
     assert time.perf_counter() - start < 2.0
+
+
+def test_the_installed_command_keeps_the_contract(config_file: Path) -> None:
+    """What scripts run: ``faxgate subject parse [--json] SUBJECT``, exit 0 or 2."""
+
+    def parse(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(FAXGATE), "--config", str(config_file), "subject", "parse", *argv],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    ok = parse("--json", "AF90000098/金恒科技|张三; 0-0-123")
+    assert ok.returncode == 0 and ok.stderr == ""
+    rows = json.loads(ok.stdout)
+    assert [list(row) for row in rows] == [list(RECIPIENT_KEYS)] * 2
+    assert rows[0]["name2"] == "张三" and rows[1]["dial"] == "123" and rows[1]["e164"] is None
+    bad = parse("--json", "83235170;075583235170")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr == (
+        'faxgate: Subject column 10 "075583235170": area code not separated from the number. '
+        "Write area-number without the leading 0, e.g. 10-83235170\n"
+    )
+
+
+def test_ten_thousand_typical_subjects_well_under_a_second() -> None:
+    """The benchmark's Subjects; the limit is generous for a loaded 2-core machine."""
+    spec = importlib.util.spec_from_file_location("bench_subject", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    subjects = bench.typical_subjects(10_000)
+    parse_subject(subjects[0], PLAN)  # the parser is built once, outside the timing
+    start = time.perf_counter()
+    parsed = [parse_subject(text, PLAN) for text in subjects]
+    elapsed = time.perf_counter() - start
+    assert sum(map(len, parsed)) > 10_000
+    assert elapsed < 2.0, f"{elapsed:.2f} s"
