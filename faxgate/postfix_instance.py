@@ -310,29 +310,64 @@ def wait_for_port(port: int, timeout: float = 20.0, host: str = "127.0.0.1") -> 
             time.sleep(0.05)
 
 
+def wait_for_unix_socket(path: str | os.PathLike[str], timeout: float = 20.0) -> None:
+    """Poll until something accepts connections on the Unix socket ``path``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.connect(os.fspath(path))
+                return
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                raise PostfixError(f"nothing listens on {path} after {timeout}s") from exc
+            time.sleep(0.05)
+
+
 class MilterProcess:
     """``faxgate --config CONFIG milter`` in a subprocess, for tests and demos.
 
-    The milter listens on ``inet:PORT@127.0.0.1`` (``port``), overriding
-    ``[milter] socket``; its log goes to ``log_path``. The working directory is
-    the config file's folder, never the source tree, whose ``milter/`` folder
-    would shadow pymilter's ``milter`` module.
+    The milter listens on ``inet:PORT@127.0.0.1`` (``port``) or, with
+    ``unix_socket``, on that Unix socket, overriding ``[milter] socket``; its log
+    goes to ``log_path``. A Unix socket is set up as deploy/postfix advises: the
+    milter runs with group ``postfix`` and umask 007, so Postfix's smtpd (user
+    ``postfix``) may connect and nobody else. The working directory is the config
+    file's folder, never the source tree, whose ``milter/`` folder would shadow
+    pymilter's ``milter`` module.
     """
 
     def __init__(
-        self, config_path: str | os.PathLike[str], port: int, log_path: str | os.PathLike[str]
+        self,
+        config_path: str | os.PathLike[str],
+        port: int | None,
+        log_path: str | os.PathLike[str],
+        *,
+        unix_socket: str | os.PathLike[str] | None = None,
     ) -> None:
+        if (port is None) == (unix_socket is None):
+            raise ValueError("give either a port or a unix_socket")
         self.config_path = Path(config_path).absolute()
         self.port = port
+        self.unix_socket = Path(unix_socket).absolute() if unix_socket is not None else None
         self.log_path = Path(log_path)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
+    def socket_spec(self) -> str:
+        """The ``[milter] socket`` value the milter is started with."""
+        if self.unix_socket is not None:
+            return f"unix:{self.unix_socket}"
+        return f"inet:{self.port}@127.0.0.1"
+
+    @property
     def postfix_address(self) -> str:
         """The address to put into ``smtpd_milters``."""
+        if self.unix_socket is not None:
+            return f"unix:{self.unix_socket}"
         return f"inet:127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> None:
+        unix = self.unix_socket is not None
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -344,14 +379,19 @@ class MilterProcess:
                     "-v",
                     "milter",
                     "--socket",
-                    f"inet:{self.port}@127.0.0.1",
+                    self.socket_spec,
                 ],
                 cwd=self.config_path.parent,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                group="postfix" if unix else None,
+                umask=0o007 if unix else -1,
             )
         try:
-            wait_for_port(self.port, timeout)
+            if self.unix_socket is not None:
+                wait_for_unix_socket(self.unix_socket, timeout)
+            else:
+                wait_for_port(self.port or 0, timeout)
         except PostfixError:
             self.stop()
             raise PostfixError(f"milter did not start; log:\n{self.log_text()}") from None

@@ -1,8 +1,9 @@
 """The milter behind a real Postfix on loopback, driven by smtplib.
 
-One private Postfix per module (faxgate.postfix_instance) with four smtpd
-listeners: the main one with the milter, one whose milter has an unwritable
-spool, one whose milter is down, and one without a milter. Everything Postfix
+One private Postfix per module (faxgate.postfix_instance) with five smtpd
+listeners: the main one with the milter on an inet socket, one with the same
+milter configuration served on a Unix socket, one whose milter has an
+unwritable spool, one whose milter is down, and one without a milter. Everything Postfix
 relays goes to an aiosmtpd capture server in this process.
 """
 
@@ -17,6 +18,7 @@ import smtplib
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -85,6 +87,7 @@ class Site:
     broken_spool_port: int
     milter_down_port: int
     plain_port: int
+    unix_port: int
 
 
 def _write_config(path: Path, base: Path, spool_dir: Path) -> None:
@@ -118,8 +121,14 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Any:
     store.add_sender(ALICE, "Alice", smtp_login="alice")
     good = MilterProcess(good_cfg, free_port(), base / "milter-good.log")
     broken = MilterProcess(broken_cfg, free_port(), base / "milter-broken.log")
+    socket_dir = Path(tempfile.mkdtemp(prefix="faxgate-milter-sock-"))
+    socket_dir.chmod(0o755)  # the postfix user must reach the socket inside
+    on_unix = MilterProcess(
+        good_cfg, None, base / "milter-unix.log", unix_socket=socket_dir / "milter.sock"
+    )
     dead_port = free_port()  # nothing listens here: the milter is "down"
     broken_spool_port, milter_down_port, plain_port = free_port(), free_port(), free_port()
+    unix_port = free_port()
     mta = PostfixInstance(
         tempfile.mkdtemp(prefix="faxgate-postfix-"),  # pytest's tmp dirs are private (0700)
         smtp_port=free_port(),
@@ -129,18 +138,31 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Any:
             broken_spool_port: {"smtpd_milters": broken.postfix_address},
             milter_down_port: {"smtpd_milters": f"inet:127.0.0.1:{dead_port}"},
             plain_port: {"smtpd_milters": ""},
+            unix_port: {"smtpd_milters": on_unix.postfix_address},
         },
     )
     try:
         good.start()
         broken.start()
+        on_unix.start()
         mta.start()
-        yield Site(mta, capture, store, spool_dir, broken_spool_port, milter_down_port, plain_port)
+        yield Site(
+            mta,
+            capture,
+            store,
+            spool_dir,
+            broken_spool_port,
+            milter_down_port,
+            plain_port,
+            unix_port,
+        )
     finally:
         mta.stop()
         shutil.rmtree(mta.base_dir, ignore_errors=True)
         good.stop()
         broken.stop()
+        on_unix.stop()
+        shutil.rmtree(socket_dir, ignore_errors=True)
         controller.stop()
         store.close()
 
@@ -265,14 +287,74 @@ def test_gbk_encoded_subject(site: Site) -> None:
     assert job["recipients"][0]["name1"] == name
 
 
-def test_mixed_recipients_others_still_get_the_mail(site: Site) -> None:
-    raw, message_id = fax_mail(to=f"bob@example.org, {FAX}")
-    others = ["bob@example.org", "carol@example.net"]
-    code, reply = send(site.mta.smtp_port, raw, [others[0], FAX, others[1]])
+def test_mixed_recipients_fax_second_of_five_others_still_get_the_mail(site: Site) -> None:
+    others = ["bob@example.org", "carol@example.net", "dave@example.org", "erin@example.net"]
+    raw, message_id = fax_mail(to=f"bob@example.org, {FAX}, carol@example.net")
+    code, reply = send(site.mta.smtp_port, raw, [others[0], FAX, *others[1:]])
     assert code == 250, reply
     relayed = site.capture.find(message_id.encode())
-    assert sorted(relayed.rcpt_tos) == others
+    assert sorted(relayed.rcpt_tos) == sorted(others)
     assert len(jobs_with(site.spool_dir, message_id)) == 1
+
+
+def test_two_messages_in_one_smtp_session_have_their_own_outcomes(site: Site) -> None:
+    bad, bad_id = fax_mail(subject="755-8323517x")
+    good, good_id = fax_mail()
+    ordinary_id = make_msgid(domain="example.com")
+    ordinary = f"From: {ALICE}\r\nMessage-ID: {ordinary_id}\r\nSubject: hi\r\n\r\nhi\r\n"
+    with smtplib.SMTP("127.0.0.1", site.mta.smtp_port, timeout=30) as client:
+        assert client.docmd("XCLIENT", "LOGIN=alice")[0] == 220
+        client.ehlo("client.example.com")
+        results = []
+        for raw, rcpts in (
+            (bad, [FAX, "bob@example.org"]),
+            (ordinary.encode(), ["bob@example.org"]),
+            (good, [FAX]),
+        ):
+            client.mail(ALICE)
+            for rcpt in rcpts:
+                assert client.rcpt(rcpt)[0] == 250
+            try:
+                results.append(client.data(raw))
+            except smtplib.SMTPDataError as exc:
+                results.append((exc.smtp_code, exc.smtp_error))
+                client.rset()
+    assert results[0][0] == 550 and results[0][1].startswith(b"5.6.0"), results
+    assert results[1][0] == 250 and results[2][0] == 250, results
+    assert site.capture.find(ordinary_id.encode()).rcpt_tos == ["bob@example.org"]
+    assert jobs_with(site.spool_dir, bad_id) == []
+    (job,) = jobs_with(site.spool_dir, good_id)
+    assert job["auth"]["login"] == "alice"
+    site.mta.wait_queue_empty()
+    assert not site.capture.contains(bad_id.encode())
+    assert not site.capture.contains(good_id.encode())  # discarded: the fax address alone
+
+
+def test_concurrent_smtp_sessions_each_get_their_own_job(site: Site) -> None:
+    """libmilter serves each connection in its own thread; state never crosses over."""
+    mails = [fax_mail(subject=f"755-8323{5200 + n}/Client{n}") for n in range(6)]
+    with ThreadPoolExecutor(len(mails)) as pool:
+        codes = list(pool.map(lambda mail: send(site.mta.smtp_port, mail[0], [FAX])[0], mails))
+    assert codes == [250] * len(mails)
+    for n, (_raw, message_id) in enumerate(mails):
+        (job,) = jobs_with(site.spool_dir, message_id)
+        assert job["recipients"][0]["name1"] == f"Client{n}"
+        assert job["subject"] == f"755-8323{5200 + n}/Client{n}"
+
+
+def test_milter_on_unix_socket(site: Site) -> None:
+    raw, message_id = fax_mail(subject="755-83235179/Unix")
+    code, reply = send(site.unix_port, raw, [FAX])
+    assert code == 250, reply
+    (job,) = jobs_with(site.spool_dir, message_id)
+    assert job["recipients"][0]["name1"] == "Unix"
+    bad, _ = fax_mail(subject="755-8323517x")
+    code, reply = send(site.unix_port, bad, [FAX])
+    assert code == 550 and reply.startswith(b"5.6.0"), reply
+    ordinary_id = make_msgid(domain="example.com")
+    ordinary = f"Message-ID: {ordinary_id}\r\nSubject: hi\r\n\r\nhi\r\n".encode()
+    assert send(site.unix_port, ordinary, ["bob@example.org"])[0] == 250
+    assert site.capture.find(ordinary_id.encode()).rcpt_tos == ["bob@example.org"]
 
 
 def test_non_fax_mail_passes_untouched(site: Site) -> None:
