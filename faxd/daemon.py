@@ -229,6 +229,7 @@ class ActiveJob:
     pages: list[FaxPage] | None = None
     busy: set[int] = field(default_factory=set)  # recipients in a call or mail now
     mail_busy: bool = False
+    mail_retry_at: float = 0.0  # after an unexpected failure of its receipt or move
     render_retry_at: float = 0.0
 
     @property
@@ -783,7 +784,7 @@ class FaxDaemon:
                 return "network", aj, rec
         for aj in jobs:
             p = aj.progress
-            if aj.mail_busy:
+            if aj.mail_busy or aj.mail_retry_at > now:
                 continue
             if (
                 p.rendered
@@ -817,6 +818,14 @@ class FaxDaemon:
                     self._finish(aj)
                 else:
                     self._send_notice(aj, kind)
+            except Exception:  # a bug or a disk error: try this job's mail again later
+                log.exception("job %s: %s failed", aj.job_id, kind)
+                with self.cond:
+                    later = time.time() + self.cfg.receipts.retry_seconds
+                    if rec is not None:
+                        rec.next_try = later
+                    else:
+                        aj.mail_retry_at = later
             finally:
                 with self.cond:
                     if rec is not None:
