@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -196,3 +198,39 @@ def test_import_from_csv(cfg: Path, capsys: pytest.CaptureFixture[str], tmp_path
 def test_config_error_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(tmp_path / "absent.toml", capsys, "senders", "list")
     assert code == 2 and "not found" in err
+
+
+def test_show_as_a_table_for_people(cfg: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run(cfg, capsys, "senders", "add", "a@example.com", "--name", "张三", "--jobs-per-day", "0")
+    code, out, _ = run(cfg, capsys, "senders", "show", "A@example.com")
+    assert code == 0
+    fields = dict(re.fullmatch(r"(.+?)  +(.*)", line).groups() for line in out.splitlines())
+    assert fields["email"] == "a@example.com" and fields["name"] == "张三"
+    assert (fields["enabled"], fields["fax permission"], fields["SMTP login"]) == (
+        "yes",
+        "yes",
+        "-",
+    )
+    assert (fields["max pages"], fields["jobs per day"]) == ("default", "unlimited")
+    lines = out.splitlines()
+    assert len({len(ln) - len(v) for ln, v in zip(lines, fields.values(), strict=True)}) == 1
+
+
+def test_import_from_stdin(
+    cfg: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("email,name\nx@example.com,X\ny@example.com,Y\n"))
+    code, out, _ = run(cfg, capsys, "senders", "import", "-")
+    assert code == 0 and "imported 2 sender(s) from -" in out
+    assert [row[:2] for row in sender_rows(cfg)] == [("x@example.com", "X"), ("y@example.com", "Y")]
+
+
+def test_store_that_cannot_be_opened_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not the admin's input but the system failing: exit 1, the message names the file."""
+    cfg = tmp_path / "faxgate.toml"
+    cfg.write_text(f'[store]\npath = "{tmp_path}"\n', encoding="utf-8")  # a directory
+    code, out, err = run(cfg, capsys, "senders", "list")
+    assert code == 1 and out == ""
+    assert err.startswith(f"faxgate: {tmp_path}: cannot open the database file")
