@@ -429,3 +429,17 @@ def test_document_that_cannot_be_rendered_fails_with_a_receipt(env) -> None:
     body = receipt.get_body(("plain",)).get_content()
     assert "(render_failed)" in body and "doc.pdf: the PDF is damaged" in body
     assert job_state(cfg, job_id) == "failed"
+
+
+def test_far_end_hangs_up_mid_fax_and_retries_resume(env) -> None:
+    devices, _ = env.line(["modem0"], LineOptions(pacing=PACING, hangup_after_page=2))
+    capture = env.smtp()
+    cfg = env.config(devices)
+    env.faxd(cfg)
+    text = "\f".join(f"Page {n}\n" for n in range(1, 6))
+    job_id = submit(cfg, "12345678/Flaky", text=text)
+    wait_until(lambda: capture.parsed("alice@example.com"), 60, "the receipt")
+    calls = sorted(read_sidecars(env.tmp / "far"), key=lambda c: c.call)
+    assert [c.pages for c in calls] == [2, 2, 1]
+    body = check_receipt_basics(receipt_for(capture, job_id), job_id)
+    assert "5 of 5" in body and "Attempts:      3" in body and "(ok)" in body
