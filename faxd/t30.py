@@ -144,7 +144,9 @@ class CallResult:
 
     ``pages_confirmed`` counts pages confirmed (MCF/RTP/PIP) in this call,
     ``confirmed_pages`` their absolute indices, ``next_page`` where a retry
-    resumes; ``transcript`` holds ``(seconds, direction, name, hex)`` tuples."""
+    resumes; ``transcript`` holds ``(seconds, direction, name, hex)`` tuples.
+    ``line_seconds`` and the transcript's seconds are line time since dialling
+    (wall time for a real modem; scaled by ``time_scale`` on a simulated line)."""
 
     ok: bool = False
     reason: str | None = None
@@ -202,10 +204,11 @@ class SenderOptions:
     #: NO CARRIER sooner than this after dialling: the call never connected
     #: (no_carrier); later: something answered that is not a fax (not_a_fax).
     answer_grace: float = 10.0
+    t2: float = 6.0  # between frames of the far end's repeated DIS while we wait for a valid one
     t4: float = 3.0  # for a response to a command
     command_tries: int = 3  # sends of one command without a valid response
     train_tries: int = 3  # TCF attempts at the lowest rate before giving up
-    page_tries: int = 3  # RTN/PIN answers tolerated for one page
+    page_resends: int = 3  # RTN/PIN → retrain and send the page again, at most this often
     tcf_seconds: float = 1.5
     data_margin: float = 10.0  # beyond its own duration, for a page to be sent
     time_scale: float = 1.0
@@ -318,7 +321,9 @@ class T30Sender:
         return line_seconds / self.options.time_scale
 
     def _elapsed(self) -> float:
-        return round(self.now - self._start_time, 3)
+        """Line seconds since dialling: wall time × ``time_scale`` (the same for a real
+        modem), so transcripts and ``line_seconds`` read alike at any pacing."""
+        return round((self.now - self._start_time) * self.options.time_scale, 3)
 
     def _note(self, direction: str, name: str, hexdata: str) -> None:
         self.result.transcript.append((self._elapsed(), direction, name, hexdata))
@@ -423,7 +428,7 @@ class T30Sender:
             remaining = deadline - self.now
             if remaining <= 0:
                 raise CallFailed("timeout", "no valid DIS from the far end within T1")
-            event = yield ReceiveFrame(min(remaining, self._wall(self.options.t4 * 2)))
+            event = yield ReceiveFrame(min(remaining, self._wall(self.options.t2)))
 
     def _parse(self, event: FrameReceived) -> Frame | None:
         if not event.fcs_ok:
@@ -594,7 +599,7 @@ class T30Sender:
                     index = yield from self._train(capabilities, modulations, index)
             else:  # RTN or PIN: the page was not good enough; retrain and send it again
                 rejections += 1
-                if rejections >= self.options.page_tries:
+                if rejections > self.options.page_resends:
                     raise CallFailed(
                         "page_rejected",
                         f"page {page + 1} rejected {rejections} times ({response.name})",

@@ -111,10 +111,16 @@ class LineOptions:
     pages (implies behaviour hangup-after). ``max_rate``: top modem offered in
     DIS (2400 = V.27ter fallback, 4800 = V.27ter, 9600 = V.29, 14400 = V.17).
     ``ring_seconds``: line seconds a no-answer call rings before NO ANSWER
-    (like a modem's S7 timer). ``noise_dbm0``: white noise added to both
-    directions; modems send at -14 dBm0 and spandsp's receivers take noise
-    above about -48 dBm0 for a carrier, so -70 (quiet) to -50 (noisy) are the
-    useful levels — louder noise breaks training at every rate.
+    (like a modem's S7 timer). ``noise_dbm0``: white Gaussian noise added to
+    both directions, on spandsp's dBm0 scale (0 dBm0 = rms 32768 × 10^(-6.16/20),
+    as ``awgn_init_dbm0``). Measured with faxgate's sender at V.17: up to
+    -48 dBm0 calls go through at 14400 with no bad rows (real lines: -70 to
+    -60); around -47.5 the receivers start taking the noise for a carrier, so
+    TCF fails at random and training falls back to 12000 or 9600, or the call
+    fails; from about -46 TCF fails at every rate (training_failed), and from
+    about -40 even V.21 breaks (no valid DIS). The modems' own signals are far
+    louder (-11 to -14 dBm0, measured): carrier detection, not the
+    signal-to-noise ratio, limits the range.
     ``compressions``: codings offered in DIS ("mh", "mr").
     ``realtime_turns``: while the modem waits for the DTE (see ``DteTurn``)
     line time runs at wall speed, so a DTE written for real time (efax) keeps

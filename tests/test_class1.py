@@ -214,3 +214,52 @@ def _blank(rows: int = 50):
     image = Image.new("1", (1728, rows), 1)
     ImageDraw.Draw(image).text((10, 10), "x", fill=0)
     return image
+
+
+class ScriptedPort:
+    """A byte port that answers AT commands from a script and records flow control."""
+
+    def __init__(self, answers: dict[bytes, bytes]) -> None:
+        self.answers = answers
+        self.pending = b""
+        self.flow: list[bool] = []
+        self.data_written_with_flow: list[bool] = []
+
+    def read(self, size: int, timeout: float) -> bytes:
+        data, self.pending = self.pending[:size], self.pending[size:]
+        return data
+
+    def write(self, data: bytes) -> None:
+        for command, reply in self.answers.items():
+            if data.startswith(command):
+                self.pending += reply
+                return
+        self.data_written_with_flow.append(bool(self.flow and self.flow[-1]))
+        if data.endswith(b"\x10\x03"):
+            self.pending += b"\r\nOK\r\n"
+
+    def set_send_flow_control(self, enabled: bool) -> None:
+        self.flow.append(enabled)
+
+
+def test_xonxoff_only_while_sending_page_data():
+    port = ScriptedPort({b"AT+FTM=145": b"\r\nCONNECT\r\n"})
+    modem = Class1Modem(port)
+    assert modem.send_data(145, b"\x11\x13" * 5000, 5.0) == "OK"
+    assert port.flow == [True, False]  # on for the data, off again for HDLC receive
+    assert port.data_written_with_flow and all(port.data_written_with_flow)
+
+
+@pytest.mark.parametrize(("flow_control", "rtscts", "ixon"), [("xonxoff", 0, 1), ("rtscts", 1, 0)])
+def test_flow_control_reaches_the_tty(sim, tmp_path, flow_control, rtscts, ixon):
+    import termios
+
+    settings = SerialSettings(flow_control=flow_control, lock_dir=None)
+    with SerialPort(str(sim.device), settings) as port:
+        fd = port._port.fileno()
+        assert bool(termios.tcgetattr(fd)[2] & termios.CRTSCTS) == bool(rtscts)
+        assert not termios.tcgetattr(fd)[0] & termios.IXON  # HDLC bytes 0x11/0x13 pass
+        port.set_send_flow_control(True)
+        assert bool(termios.tcgetattr(fd)[0] & termios.IXON) == bool(ixon)
+        port.set_send_flow_control(False)
+        assert not termios.tcgetattr(fd)[0] & termios.IXON

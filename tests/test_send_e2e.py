@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from faxgate.faxd.frames import Frame, parse_dcs
 from faxgate.faxd.page import FaxPage
 from faxgate.faxd.sender import ImagePages, SendOptions, send_fax
 from faxgate.simline import LineOptions, SimulatedLine
@@ -45,7 +46,7 @@ def line(tmp_path):
         sim = SimulatedLine(
             tmp_path / f"ttyFAX{len(lines)}",
             tmp_path / "out",
-            LineOptions(pacing=PACING, **options),
+            LineOptions(**{"pacing": PACING, **options}),
         )
         sim.start()
         lines.append(sim)
@@ -127,6 +128,46 @@ def test_far_end_rate_limit_is_negotiated(line, tmp_path, max_rate, modulation):
     (received,) = sim.wait_for_fax(1, timeout=20)
     assert received.bit_rate == max_rate
     assert_pixel_identical(received, pages, "standard")
+
+
+def test_realistic_line_noise_costs_nothing(line, tmp_path):
+    # Line and sender both at TIME_SCALE pacing, so the sender's line_seconds
+    # (its clock × time_scale) must agree with the far end's sample clock.
+    sim = line(noise_dbm0=-60.0, pacing=TIME_SCALE)
+    pages = ImagePages([make_page("fine", 5)])
+    result = send_fax(str(sim.device), "5550199", pages, options(tmp_path))
+    assert result.ok and result.bit_rate == 14400, result.message
+    (received,) = sim.wait_for_fax(1, timeout=30)
+    assert received.ok and received.json["bad_rows"] == 0
+    assert_pixel_identical(received, pages, "fine")
+    # Ours runs from ATD to on-hook, the far end's to the end of its session;
+    # a loaded host only slows line time, which makes ours longer, never shorter.
+    assert 0.9 * received.line_seconds <= result.line_seconds <= 2 * received.line_seconds + 2
+    assert result.transcript[-1][0] <= result.line_seconds
+
+
+def dcs_rates(received) -> list[int]:
+    """The bit rates of every DCS the far end received, in order."""
+    return [
+        parse_dcs(Frame.parse(bytes.fromhex(f["hex"])).fif).modulation.bit_rate
+        for f in received.json["frames"]
+        if f["frame"] == "DCS"
+    ]
+
+
+def test_heavy_noise_steps_training_down_to_2400_then_gives_up(line, tmp_path):
+    # From about -47 dBm0 spandsp's receivers take the noise for a carrier; at -44
+    # every TCF fails, so the sender walks down every rate (FTT → next lower).
+    sim = line(noise_dbm0=-44.0)
+    pages = ImagePages([make_page("standard", 1, rows=200)])
+    result = send_fax(str(sim.device), "1", pages, options(tmp_path))
+    assert result.reason == "training_failed", result.message
+    assert result.pages_confirmed == 0 and result.reached_fax_carrier
+    (received,) = sim.wait_for_fax(1, timeout=30)
+    assert received.pages == 0
+    rates = dcs_rates(received)
+    assert rates[0] == 14400 and rates[-1] == 2400, rates
+    assert rates == sorted(rates, reverse=True) and len(set(rates)) >= 5, rates
 
 
 @pytest.mark.parametrize("flow_control", ["xonxoff", "rtscts"])

@@ -136,6 +136,28 @@ def test_noise_level_is_calibrated_in_dbm0() -> None:
         assert 20 * np.log10(rms / (32768 * 10 ** (-6.16 / 20))) == pytest.approx(level, abs=0.1)
 
 
+def test_noise_level_matches_spandsps_own_awgn() -> None:
+    """spandsp's awgn_init_dbm0 is the reference for "dBm0" (DBM0_MAX_POWER = 6.16 dB)."""
+    import ctypes
+
+    lib = ctypes.CDLL("libspandsp.so.2")  # our own handle: prototypes stay local
+    lib.awgn_init_dbm0.restype = ctypes.c_void_p
+    lib.awgn_init_dbm0.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_float]
+    lib.awgn.restype = ctypes.c_int16
+    lib.awgn.argtypes = [ctypes.c_void_p]
+    lib.awgn_free.argtypes = [ctypes.c_void_p]
+    rng = np.random.default_rng(11)
+    for level in (-60.0, -44.0):
+        state = lib.awgn_init_dbm0(None, 1234, level)
+        try:
+            theirs = np.array([lib.awgn(state) for _ in range(40_000)], dtype=float)
+        finally:
+            lib.awgn_free(state)
+        ours = white_noise(level, 40_000, rng)
+        ratio_db = 20 * np.log10(np.sqrt(np.mean(ours**2)) / np.sqrt(np.mean(theirs**2)))
+        assert abs(ratio_db) < 0.15, (level, ratio_db)
+
+
 def test_raw_at_dialog(tmp_path: Path) -> None:
     device = tmp_path / "modem0"
     with SimulatedLine(device, tmp_path / "out", LineOptions(pacing=20)) as line:

@@ -303,11 +303,18 @@ def test_rtn_retrains_lower_and_resends_the_page():
     assert result.ok and result.bit_rate == 12000
 
 
-def test_rtn_three_times_rejects_the_page():
-    replies = [*answer(), rx(fr.CFR)] + [rx(fr.RTN), rx(fr.CFR)] * 2 + [rx(fr.RTN)]
+def test_rtn_after_the_third_resend_rejects_the_page():
+    replies = [*answer(), rx(fr.CFR)] + [rx(fr.RTN), rx(fr.CFR)] * 3 + [rx(fr.RTN)]
     actions, result = drive(T30Sender("1", CodedPages(2), OPTS), replies)
     assert result.reason == "page_rejected" and result.pages_confirmed == 0
-    assert len([a for a in actions if isinstance(a, SendPage)]) == 3
+    assert len([a for a in actions if isinstance(a, SendPage)]) == 4  # sent, resent 3 times
+    assert [s.modulation.bit_rate for s in sent_dcs(actions)] == [14400, 12000, 9600, 9600]
+
+
+def test_third_resend_after_rtn_can_still_succeed():
+    replies = [*answer(), rx(fr.CFR)] + [rx(fr.RTN), rx(fr.CFR)] * 3 + [rx(fr.MCF)]
+    actions, result = drive(T30Sender("1", CodedPages(1), OPTS), replies)
+    assert result.ok and result.confirmed_pages == [0]
 
 
 def test_rtp_and_pip_confirm_then_retrain():

@@ -79,7 +79,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--noise-dbm0",
         type=float,
         metavar="DBM0",
-        help="add white noise at this level to both directions",
+        help="add white noise at this level to both directions (the modems send at -11 to "
+        "-14 dBm0; -70 to -50 is quiet to noisy; from about -47 spandsp's receivers "
+        "take the noise for a carrier and training fails)",
     )
     parser.add_argument(
         "--csi", default="+86 755 83235170", help="the far end's identification (CSI)"
