@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from faxgate.cli import main
+from faxgate.commands.senders import display_width
 from faxgate.config import DialplanConfig
 from faxgate.errors import InputError
 from faxgate.grammar import dialplan as dp
@@ -499,11 +500,18 @@ def test_cli_uses_configured_local_area(
 
 
 def test_cli_table(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["--config", str(config_file), "subject", "parse", "0-0-123/前台"])
+    code = main(
+        ["--config", str(config_file), "subject", "parse", "0-0-123/前台; 83235170/a\u202eb"]
+    )
     lines = capsys.readouterr().out.splitlines()
     assert code == 0
     assert lines[0].split() == list(RECIPIENT_KEYS)
-    assert lines[1].split() == ["0", "0", "123", "-", "前台", "-", "123", "-"]
+    assert lines[2].split() == ["0", "0", "123", "-", "前台", "-", "123", "-"]
+    # Aligned by display width (前台 takes four columns); no bidi control reaches the terminal.
+    assert lines[3].split()[4] == "a?b"
+    dial_column = lines[0].index("dial")
+    assert display_width(lines[2][: lines[2].index("123", lines[2].index("前台"))]) == dial_column
+    assert display_width(lines[3][: lines[3].index("983235170")]) == dial_column
 
 
 def test_cli_invalid_subject_exits_2_with_column_and_hint(

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import unicodedata
 
 from faxgate import config
-
-_COLUMNS = ("country", "area", "number", "network", "name1", "name2", "dial", "e164")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_parse(args: argparse.Namespace) -> int:
-    from faxgate.grammar.subject import parse_subject
+    from faxgate.commands.senders import render_table
+    from faxgate.grammar.subject import RECIPIENT_KEYS, parse_subject
 
     cfg = config.load(args.config)
     recipients = parse_subject(args.subject, cfg.dialplan, cfg.limits.max_recipients)
@@ -36,18 +34,5 @@ def run_parse(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0
-    table = [list(_COLUMNS)] + [
-        ["-" if row[c] is None else row[c] for c in _COLUMNS] for row in rows
-    ]
-    widths = [max(_width(line[i]) for line in table) for i in range(len(_COLUMNS))]
-    for line in table:
-        cells = [
-            cell + " " * (width - _width(cell)) for cell, width in zip(line, widths, strict=True)
-        ]
-        print("  ".join(cells).rstrip())
+    print(render_table(RECIPIENT_KEYS, [[row[key] for key in RECIPIENT_KEYS] for row in rows]))
     return 0
-
-
-def _width(text: str) -> int:
-    """Terminal columns: CJK characters take two."""
-    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
