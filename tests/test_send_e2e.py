@@ -248,6 +248,9 @@ def test_cli_send_text_file_json(line, tmp_path, capsys):
     assert code == 0 and out["ok"] is True and out["reason"] is None
     assert out["pages_confirmed"] == out["pages_total"] == 1
     assert out["resolution"] == "standard" and out["transcript"]
+    assert (out["bit_rate"], out["modulation"], out["coding"]) == (14400, "V.17 14400", "mr")
+    assert out["remote_ident"] == "+86 755 83235170" and out["line_seconds"] > 1
+    assert out["confirmed_pages"] == [0] and out["message"]
     (received,) = sim.wait_for_fax(1, timeout=20)
     assert received.ok and received.json["dialled"] == "555,0199"
 
@@ -265,6 +268,13 @@ def test_cli_send_failure_and_bad_usage(line, tmp_path, capsys):
     assert main([*base, "555-0199;rm", str(letter)]) == 2
     assert "cannot dial" in capsys.readouterr().err
     assert main([*base, "5550199", str(tmp_path / "missing.pdf")]) == 2
+
+
+def test_fill_bits_make_each_line_last_the_minimum_scan_time():
+    pages = ImagePages([FaxPage(Image.new("1", (1728, 100), 1), "standard")])
+    plain = pages.coded(0, "standard", "mh")
+    filled = pages.coded(0, "standard", "mh", min_bits_per_line=288)  # 20 ms at 14400
+    assert len(plain) < 100 * 288 // 8 <= len(filled)
 
 
 def test_pages_must_be_fax_width():

@@ -404,6 +404,12 @@ def test_no_common_modulation():
     assert result.reason == "training_failed"
 
 
+def test_outside_line_prefix_and_pauses_reach_the_dial_command():
+    options = SenderOptions(dial_prefix="ATDP")
+    actions, result = drive(T30Sender("9,W5550199", CodedPages(1), options), [ModemResult("BUSY")])
+    assert summary(actions) == ["dial ATDP9,W5550199", "done busy"]
+
+
 @pytest.mark.parametrize("number", ["", "555;ATZ", "555\r", "+49301234", "1" * 41])
 def test_dial_string_is_checked(number):
     with pytest.raises(ValueError):
