@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import pickle
+import re
+import shlex
 import subprocess
 import sys
 import threading
@@ -592,3 +595,24 @@ def test_ten_thousand_typical_subjects_well_under_a_second() -> None:
     elapsed = time.perf_counter() - start
     assert sum(map(len, parsed)) > 10_000
     assert elapsed < 2.0, f"{elapsed:.2f} s"
+
+
+def test_readme_subject_examples_print_what_they_claim(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Checking a Subject: `faxgate subject parse`", 1)[1]
+    [block] = re.findall(r"```console\n(.*?)```", section.split("\n## ", 1)[0], re.S)
+    examples = re.findall(r"^\$ (faxgate .*)\n((?:(?!\$ ).*\n)*)", block, re.M)
+    assert len(examples) == 2
+    defaults = tmp_path / "defaults.toml"
+    defaults.write_text("", encoding="utf-8")
+    for command, expected in examples:
+        argv = shlex.split(command)
+        result = subprocess.run(
+            [str(FAXGATE), *argv[1:]],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "FAXGATE_CONFIG": str(defaults)},
+        )
+        assert result.stdout + result.stderr == expected, command
+        assert result.returncode == (2 if result.stderr else 0)
