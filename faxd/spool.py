@@ -51,16 +51,21 @@ flock while faxd runs) and ``faxd-status.json`` (what the modems are doing).
 
 Atomicity: submit() writes both files into ``tmp/<id>/``, fsyncs them and the
 directory, claims the dedupe marker, renames the directory into ``incoming/``
-and fsyncs ``incoming/``. A crash leaves either nothing visible or a complete
-job; stray ``tmp/`` entries are garbage.
+and fsyncs ``incoming/`` (then ``dedupe/``). A crash leaves either nothing
+visible or a complete job; stray ``tmp/`` entries are garbage. Four fsyncs in
+all, the fewest that make the job durable on any POSIX file system.
 
 Duplicates: a client that times out after DATA resends the same message. The
-marker ``dedupe/<sha256(sender NUL message-id)>`` holds the id of the first
-job; a second submission returns that id without creating a job. The marker is
-created with link(2), which fails if it exists, so two concurrent submissions
-cannot both win; the loser waits (up to 10 s) while the winner's job is still
-in ``tmp/``. A marker whose job exists in no state directory and is not being
-written (the submitter failed or crashed) is stale and is taken over.
+marker ``dedupe/<sha256(sender NUL message-id)>`` is a symbolic link whose
+target is the id of the first job (spools written before held a small file
+with the id; both are read); a second submission returns that id without
+creating a job. symlink(2) fails if the name exists, so two concurrent
+submissions cannot both win, and the id needs no file data of its own to fsync;
+the loser waits (up to 10 s) while the winner's job is still in ``tmp/``. A
+marker whose job exists in no state directory and is not being written (the
+submitter failed or crashed) is stale and is taken over. ``dedupe/`` is fsynced
+after the job is: a power cut between the two can at worst lose the marker of a
+job that is safe, so a resent message would become a second job.
 """
 
 from __future__ import annotations
@@ -171,36 +176,42 @@ def _first_submission_done(root: Path, job_id: str) -> bool:
         time.sleep(0.01)
 
 
+def _marker_job_id(marker: Path) -> str:
+    """The job id a dedupe marker names (a symlink's target, or an older marker file)."""
+    try:
+        return os.readlink(marker)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # EINVAL: a regular file, as older spools wrote
+            raise
+    return marker.read_text(encoding="ascii").strip()
+
+
 def _claim_marker(root: Path, key: str, job_id: str) -> str | None:
     """Create the dedupe marker for ``job_id``; return the id of an existing job instead."""
-    dedupe = root / "dedupe"
-    temp = dedupe / f".{key}.{job_id}"
-    _write_durably(temp, job_id.encode())
-    try:
-        for _attempt in range(3):
+    marker = root / "dedupe" / key
+    for _attempt in range(3):
+        try:
+            os.symlink(job_id, marker)
+            return None
+        except FileExistsError:
             try:
-                os.link(temp, dedupe / key)
-                return None
-            except FileExistsError:
-                try:
-                    existing = (dedupe / key).read_text(encoding="ascii").strip()
-                except FileNotFoundError:
-                    continue
-                if existing == job_id or _first_submission_done(root, existing):
-                    return existing
-                os.replace(temp, dedupe / key)  # stale marker: take it over
-                return None
-        raise SpoolError(f"spool {root}: dedupe marker {key} keeps changing")
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
+                existing = _marker_job_id(marker)
+            except FileNotFoundError:
+                continue
+            if existing == job_id or _first_submission_done(root, existing):
+                return existing
+            temp = marker.with_name(f".{key}.{job_id}")
+            os.symlink(job_id, temp)
+            os.replace(temp, marker)  # stale marker: take it over
+            return None
+    raise SpoolError(f"spool {root}: dedupe marker {key} keeps changing")
 
 
 def _release_marker(root: Path, key: str, job_id: str) -> None:
     """Remove our marker after a failed submission, so a retry is not taken as a duplicate."""
     marker = root / "dedupe" / key
     with contextlib.suppress(OSError):
-        if marker.read_text(encoding="ascii").strip() == job_id:
+        if _marker_job_id(marker) == job_id:
             marker.unlink()
 
 
@@ -231,10 +242,11 @@ def submit(spool_dir: str | os.PathLike[str], job: dict[str, Any], raw_message: 
                 shutil.rmtree(staging, ignore_errors=True)
                 return existing
             claimed = True
-            _fsync_dir(root / "dedupe")
         os.rename(staging, root / "incoming" / job_id)
         renamed = True
         _fsync_dir(root / "incoming")
+        if claimed:
+            _fsync_dir(root / "dedupe")
     except (OSError, SpoolError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
         if claimed and not renamed and key is not None:

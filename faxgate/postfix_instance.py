@@ -44,8 +44,9 @@ POSTQUEUE = "/usr/sbin/postqueue"
 MILTER_SETTINGS: dict[str, str] = {
     "milter_protocol": "6",
     "milter_default_action": "tempfail",
-    "milter_mail_macros": "i {mail_addr} {auth_authen} {auth_type} {client_addr}",
-    "milter_rcpt_macros": "i {rcpt_addr}",
+    "milter_mail_macros": "i {auth_authen} {client_addr}",
+    "milter_rcpt_macros": "",
+    "milter_data_macros": "i",
     "milter_end_of_header_macros": "i",
     "milter_end_of_data_macros": "i",
     "milter_connect_timeout": "10s",

@@ -160,6 +160,7 @@ class FaxMilter(Milter.Base):
     def data(self) -> int:
         if self.failure:
             # MAIL or RCPT failed: we cannot tell whether a fax address was among them.
+            self.queue_id = self.getsymval("i") or self.queue_id
             return self._tempfail(self.failure)
         # No fax address: not our business, and Postfix need not send us anything more.
         return Milter.CONTINUE if self.fax_rcpts else Milter.ACCEPT
@@ -367,33 +368,23 @@ class FaxMilter(Milter.Base):
         if job_id != job["id"]:
             self._event("duplicate", f"same Message-ID {message_id} as job {job_id}", job_id)
             return self._without_fax()
-        self._record(job, now)
         summary = ", ".join(f"{d['filename']} ({d['format']})" for d in documents)
         elapsed_ms = (time.monotonic() - started) * 1e3
+        record = {
+            **{k: job[k] for k in ("id", "sender", "subject", "message_id", "queue_id")},
+            "created": now.timestamp(),
+            "priority": job["priority"],
+            "documents": [d["filename"] for d in job["documents"]],
+            "recipients": job["recipients"],
+        }
         self._event(
             "accepted",
             f"job {job_id}: {len(facts.recipients)} recipient(s), {summary}"
             f" ({len(raw)} bytes checked and spooled in {elapsed_ms:.0f} ms)",
             job_id,
+            record=record,
         )
         return self._without_fax()
-
-    def _record(self, job: dict[str, Any], now: datetime) -> None:
-        """Best effort: the spool is the truth; faxd records the job again anyway."""
-        try:
-            self.runtime.store.record_job(
-                {
-                    **{k: job[k] for k in ("id", "sender", "subject", "message_id", "queue_id")},
-                    "created": now.timestamp(),
-                    "priority": job["priority"],
-                    "documents": [d["filename"] for d in job["documents"]],
-                    "recipients": job["recipients"],
-                }
-            )
-        except Exception:
-            log.exception(
-                "%s: job %s spooled but not recorded in the store", self.queue_id, job["id"]
-            )
 
     def _priority(self) -> int:
         for value in self._header_values("x-priority"):
@@ -469,19 +460,39 @@ class FaxMilter(Milter.Base):
         except Exception:
             log.exception("%s: cannot set SMTP reply %s %s", self.queue_id, code, dsn)
 
-    def _event(self, kind: str, detail: str, job_id: str | None = None) -> None:
-        """Log a decision with the queue id, and add it to the store's event log."""
+    def _event(
+        self,
+        kind: str,
+        detail: str,
+        job_id: str | None = None,
+        record: dict[str, Any] | None = None,
+    ) -> None:
+        """Log a decision with the queue id, and add it to the store's event log.
+
+        ``record`` is a spooled job's row, written in the same transaction as its
+        event. The store is best effort here: the spool is the truth, and faxd
+        records the job again when it takes it.
+        """
         log.info("%s: %s: from=<%s> %s", self.queue_id, kind, self.mail_from, detail)
+        store = self.runtime.store
         try:
-            self.runtime.store.add_event(
-                kind,
-                detail,
-                job_id=job_id,
-                queue_id=self.queue_id,
-                sender=self.mail_from or None,
-            )
+            with store.transaction():
+                if record is not None:
+                    store.record_job(record)
+                store.add_event(
+                    kind,
+                    detail,
+                    job_id=job_id,
+                    queue_id=self.queue_id,
+                    sender=self.mail_from or None,
+                )
         except Exception:
-            log.exception("%s: cannot write event %s to the store", self.queue_id, kind)
+            log.exception(
+                "%s: cannot write %s%s to the store",
+                self.queue_id,
+                f"job {job_id} and its " if record is not None else "",
+                f"event {kind}",
+            )
 
 
 def run(config: Config, store: Store | None = None) -> None:

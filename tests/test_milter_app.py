@@ -690,6 +690,7 @@ def test_envelope_callback_bug_tempfails_rather_than_letting_mail_pass(gw: Gatew
     gw.runtime = Runtime(gw.config, gw.store, Exploding())
     out = gw.send(fax_mail())
     assert (out.stage, out.result, out.code, out.reply[1]) == ("data", "tempfail", "451", "4.3.0")
+    assert [(e.kind, e.queue_id) for e in gw.store.events(sender=None)] == [("tempfail", "4ABC123")]
 
 
 def test_store_failure_after_spooling_is_not_a_reject(
@@ -701,6 +702,22 @@ def test_store_failure_after_spooling_is_not_a_reject(
     monkeypatch.setattr(gw.store, "record_job", broken)
     assert gw.send(fax_mail()).result == "discard"
     assert len(gw.jobs()) == 1
+
+
+def test_job_row_and_accepted_event_are_one_store_transaction(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_add_event = gw.store.add_event
+
+    def add_event(kind: str, *args: Any, **kwargs: Any) -> None:
+        if kind == "accepted":
+            raise RuntimeError("disk I/O error")
+        real_add_event(kind, *args, **kwargs)
+
+    monkeypatch.setattr(gw.store, "add_event", add_event)
+    assert gw.send(fax_mail()).result == "discard"
+    (job,) = gw.jobs()  # spooled: the spool is the truth
+    assert gw.store.get_job(job["id"]) is None  # the job row went with its event
 
 
 def test_encoded_display_name_cannot_smuggle_an_address(gw: Gateway) -> None:

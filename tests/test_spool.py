@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -70,13 +71,59 @@ def test_concurrent_duplicates_create_one_job(tmp_path: Path) -> None:
     assert spool.list_jobs(tmp_path) == results[:1]
 
 
-def test_stale_dedupe_marker_is_taken_over(tmp_path: Path) -> None:
+@pytest.mark.parametrize("old_style", [False, True])
+def test_stale_dedupe_marker_is_taken_over(tmp_path: Path, old_style: bool) -> None:
     spool.ensure_layout(tmp_path)
     key = spool.dedupe_key("alice@example.com", "<m1@example.com>")
-    (tmp_path / "dedupe" / key).write_text("20000101T000000000000Z-deadbeef")
+    marker = tmp_path / "dedupe" / key
+    if old_style:  # a marker file holding the id, as spools written before have
+        marker.write_text("20000101T000000000000Z-deadbeef")
+    else:
+        os.symlink("20000101T000000000000Z-deadbeef", marker)
     job_id = spool.submit(tmp_path, _job(), b"x")
     assert spool.list_jobs(tmp_path) == [job_id]
-    assert (tmp_path / "dedupe" / key).read_text() == job_id
+    assert os.readlink(marker) == job_id
+    assert sorted(p.name for p in (tmp_path / "dedupe").iterdir()) == [key]
+
+
+def test_old_style_marker_of_a_live_job_still_deduplicates(tmp_path: Path) -> None:
+    first = spool.submit(tmp_path, _job(), b"one")
+    marker = tmp_path / "dedupe" / spool.dedupe_key("alice@example.com", "<m1@example.com>")
+    marker.unlink()
+    marker.write_text(first + "\n")
+    assert spool.submit(tmp_path, _job(), b"two") == first
+    assert spool.list_jobs(tmp_path) == [first]
+
+
+def test_job_is_durable_before_submit_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """File data and the job directory are fsynced before the rename into incoming/,
+    incoming/ after it; the dedupe marker needs only its directory fsynced."""
+    calls: list[str] = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd: int) -> None:
+        calls.append("fsync " + os.readlink(f"/proc/self/fd/{fd}").removeprefix(str(tmp_path)))
+        real_fsync(fd)
+
+    def rename(src: os.PathLike[str], dst: os.PathLike[str]) -> None:
+        calls.append("rename")
+        real_rename(src, dst)
+
+    spool.ensure_layout(tmp_path)
+    monkeypatch.setattr(spool.os, "fsync", fsync)
+    monkeypatch.setattr(spool.os, "rename", rename)
+    job_id = spool.submit(tmp_path, _job(), b"raw")
+    staging = f"/tmp/{job_id}"
+    assert calls == [
+        f"fsync {staging}/message.eml",
+        f"fsync {staging}/job.json",
+        f"fsync {staging}",
+        "rename",
+        "fsync /incoming",
+        "fsync /dedupe",
+    ]
 
 
 def test_without_message_id_no_dedupe(tmp_path: Path) -> None:
