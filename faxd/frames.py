@@ -161,6 +161,9 @@ _DIS_RATE_FAMILIES: dict[int, frozenset[str]] = {
     0b0011: frozenset({"V.27ter", "V.29"}),
     0b1011: frozenset({"V.27ter", "V.29", "V.17"}),
     0b0111: frozenset({"V.27ter", "V.29"}),  # V.33 too; we have no V.33
+    # Reserved in T.30, but sent by machines with every modem (V.33 and V.17 both
+    # set): their V.17 is real, so use it rather than drop to 4800.
+    0b1111: frozenset({"V.27ter", "V.29", "V.17"}),
 }
 
 # Minimum scan line time: DIS code (bits 21-23, bit 21 = 1) → ms per resolution.

@@ -268,6 +268,10 @@ def test_cli_send_failure_and_bad_usage(line, tmp_path, capsys):
     assert main([*base, "555-0199;rm", str(letter)]) == 2
     assert "cannot dial" in capsys.readouterr().err
     assert main([*base, "5550199", str(tmp_path / "missing.pdf")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    nowhere = ["--config", _cli_config(tmp_path), "send", "--device", str(tmp_path / "ttyNONE")]
+    assert main([*nowhere, "5550199", str(letter)]) == 2
+    assert "no such device" in capsys.readouterr().err
 
 
 def test_fill_bits_make_each_line_last_the_minimum_scan_time():

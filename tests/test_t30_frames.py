@@ -114,3 +114,18 @@ def test_best_resolution_and_short_dis():
 
 def test_dcs_scan_value_rounds_up():
     assert [fr.dcs_scan_ms(ms) for ms in (0, 5, 7, 10, 20, 40)] == [0, 5, 10, 10, 20, 40]
+
+
+def test_dis_rate_codes_of_table_2():
+    def rates(nibble: int) -> list[int]:
+        fif = bytearray(3)
+        fif[1] = nibble << 2  # bits 11-14 are bits 2-5 of the second octet
+        return [m.bit_rate for m in fr.parse_dis(bytes(fif)).modulations]
+
+    assert rates(0b0000) == [2400]  # V.27 ter fall-back mode
+    assert rates(0b0010) == [4800, 2400]
+    assert rates(0b0001) == [9600, 7200]
+    assert rates(0b0011) == [9600, 7200, 4800, 2400]
+    assert rates(0b1011) == [14400, 12000, 9600, 9600, 7200, 7200, 4800, 2400]
+    assert rates(0b1111)[0] == 14400  # reserved, but every modem bit set
+    assert rates(0b0101) == [4800, 2400]  # other reserved codes: the V.27 ter minimum

@@ -68,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.time_scale <= 0:
         raise InputError("--time-scale must be positive")
+    if not Path(args.device).exists():
+        raise InputError(f"no such device: {args.device}")
     cfg = config.load(args.config)
     station_id = cfg.fax.station_id if args.station_id is None else args.station_id
     cfg = dataclasses.replace(
