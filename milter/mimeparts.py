@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import email.feedparser
 import html
 import re
 import unicodedata
@@ -201,6 +202,26 @@ class Attachment:
 class MessageParts:
     attachments: list[Attachment] = field(default_factory=list)
     body_text: str = ""
+
+
+class _LineEndAtEnd:
+    """``re.compile(r"(\\r\\n|\\r|\\n)\\Z").search`` that looks at the end only.
+
+    The email package strips the line end before each MIME boundary with that
+    regex, which tries every position of a part's whole payload: about 4 ms
+    per 500 KB attachment, a fifth of the parse. A match can only start at one
+    of the last two characters, so searching from there gives the same answer.
+    """
+
+    _pattern = re.compile(r"(\r\n|\r|\n)\Z")
+
+    def search(self, text: str) -> re.Match[str] | None:
+        return self._pattern.search(text, max(0, len(text) - 2))
+
+
+# Same results, constant time (tests/test_milter_mime.py compares both on hostile input).
+if getattr(email.feedparser, "NLCRE_eol", None) is not None:
+    email.feedparser.NLCRE_eol = _LineEndAtEnd()  # type: ignore[assignment]
 
 
 class MalformedMessage(ValueError):

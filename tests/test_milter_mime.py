@@ -161,3 +161,23 @@ def test_raw_8bit_attachment_filename(codec: str) -> None:
     (attachment,) = split_message(raw).attachments
     assert attachment.filename == "报价单.pdf"
     assert attachment.data == b"%PDF-1.4\n"
+
+
+def test_line_end_search_agrees_with_the_email_packages_regex() -> None:
+    import email.feedparser
+    import random
+    import re
+
+    from faxgate.milter.mimeparts import _LineEndAtEnd
+
+    assert isinstance(email.feedparser.NLCRE_eol, _LineEndAtEnd)  # installed on import
+    stdlib = re.compile(r"(\r\n|\r|\n)\Z")
+    fast = _LineEndAtEnd()
+    rng = random.Random(7)
+    samples = ["", "\n", "\r", "\r\n", "\n\r", "\r\r\n", "x\n\n", "ab", "a\r\nb", "\n\n\r\n"]
+    samples += ["".join(rng.choice("a\r\n") for _ in range(rng.randint(0, 6))) for _ in range(500)]
+    for text in samples:
+        expected, got = stdlib.search(text), fast.search(text)
+        assert (expected and (expected.span(), expected.group(0))) == (
+            got and (got.span(), got.group(0))
+        ), repr(text)
