@@ -42,6 +42,20 @@ def lock_path(device: str | os.PathLike[str], lock_dir: str | os.PathLike[str]) 
     return Path(lock_dir) / f"LCK..{Path(device).name}"
 
 
+def lock_paths(device: str | os.PathLike[str], lock_dir: str | os.PathLike[str]) -> list[Path]:
+    """The lock files guarding ``device``: its own name's, and, when it is a symlink
+    (``/dev/serial/by-id/usb-...``), the real device's too, which is the one mgetty
+    or a getty on ``/dev/ttyACM0`` takes (``/dev/pts/3`` → ``LCK..pts_3``)."""
+    own = lock_path(device, lock_dir)
+    real = Path(os.path.realpath(device))
+    try:
+        name = str(real.relative_to("/dev")).replace("/", "_")
+    except ValueError:
+        name = real.name
+    target = Path(lock_dir) / f"LCK..{name}"
+    return [own] if target == own else [own, target]
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -71,8 +85,8 @@ class UucpLock:
     Created atomically (write a temporary file, then ``link``); a lock whose
     PID is dead is stale and taken over."""
 
-    def __init__(self, device: str | os.PathLike[str], lock_dir: str | os.PathLike[str]) -> None:
-        self.path = lock_path(device, lock_dir)
+    def __init__(self, path: Path) -> None:
+        self.path = path  # see lock_path() / lock_paths()
         self.held = False
 
     def acquire(self) -> None:
@@ -128,14 +142,30 @@ class SerialPort:
     def __init__(self, device: str, settings: SerialSettings | None = None) -> None:
         self.device = device
         self.settings = settings or SerialSettings()
-        self._lock = UucpLock(device, self.settings.lock_dir) if self.settings.lock_dir else None
+        self._locks: list[UucpLock] = []
         self._serial: serial.Serial | None = None
+
+    def _acquire_locks(self) -> None:
+        lock_dir = self.settings.lock_dir
+        if not lock_dir:
+            return
+        for path in lock_paths(self.device, lock_dir):
+            lock = UucpLock(path)
+            try:
+                lock.acquire()
+            except BaseException:
+                self._release_locks()
+                raise
+            self._locks.append(lock)
+
+    def _release_locks(self) -> None:
+        while self._locks:
+            self._locks.pop().release()
 
     def open(self) -> SerialPort:
         if not os.path.exists(self.device):
             raise ModemGone(f"{self.device}: no such device")
-        if self._lock:
-            self._lock.acquire()
+        self._acquire_locks()
         try:
             self._serial = serial.Serial(
                 self.device,
@@ -146,8 +176,7 @@ class SerialPort:
                 exclusive=True,
             )
         except (serial.SerialException, OSError) as exc:
-            if self._lock:
-                self._lock.release()
+            self._release_locks()
             raise ModemGone(f"{self.device}: cannot open: {exc}") from None
         return self
 
@@ -158,8 +187,7 @@ class SerialPort:
                     self._serial.close()
         finally:
             self._serial = None
-            if self._lock:
-                self._lock.release()
+            self._release_locks()
 
     def __enter__(self) -> SerialPort:
         return self.open()

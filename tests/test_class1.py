@@ -24,6 +24,7 @@ from faxgate.faxd.modem import (
     SerialSettings,
     UucpLock,
     lock_path,
+    lock_paths,
     reset_and_probe,
 )
 from faxgate.faxd.page import FaxPage
@@ -138,7 +139,7 @@ def test_lock_held_by_another_live_process(tmp_path):
     try:
         lock_path("/dev/ttyS9", tmp_path).write_text(f"{holder.pid:10d}\n")
         with pytest.raises(PortLocked, match=str(holder.pid)):
-            UucpLock("/dev/ttyS9", tmp_path).acquire()
+            UucpLock(lock_path("/dev/ttyS9", tmp_path)).acquire()
     finally:
         holder.kill()
         holder.wait()
@@ -263,3 +264,32 @@ def test_flow_control_reaches_the_tty(sim, tmp_path, flow_control, rtscts, ixon)
         assert bool(termios.tcgetattr(fd)[0] & termios.IXON) == bool(ixon)
         port.set_send_flow_control(False)
         assert not termios.tcgetattr(fd)[0] & termios.IXON
+
+
+def test_a_symlinked_device_also_locks_the_real_device(sim, tmp_path):
+    """/dev/serial/by-id/... style: mgetty locks the real name, so we must too."""
+    lock_dir = tmp_path / "lock"
+    lock_dir.mkdir()
+    by_id = tmp_path / "usb-Modem_1234-if00"
+    by_id.symlink_to(sim.device)
+    real = os.path.realpath(sim.device)  # /dev/pts/N
+    own, target = lock_paths(by_id, lock_dir)
+    assert own.name == "LCK..usb-Modem_1234-if00"
+    assert target.name == "LCK.." + real.removeprefix("/dev/").replace("/", "_")
+    with SerialPort(str(by_id), SerialSettings(lock_dir=str(lock_dir))):
+        assert own.exists() and target.exists()
+        # the same modem under its other name is locked out
+        with pytest.raises(PortLocked):
+            SerialPort(str(sim.device), SerialSettings(lock_dir=str(lock_dir))).open()
+        assert not (lock_dir / "LCK..ttyFAX0").exists()  # given back after the refusal
+    assert not own.exists() and not target.exists()
+    # a getty holding the real device's lock keeps us off the symlink too
+    holder = subprocess.Popen(["sleep", "30"])
+    try:
+        target.write_text(f"{holder.pid:10d}\n")
+        with pytest.raises(PortLocked, match=str(holder.pid)):
+            SerialPort(str(by_id), SerialSettings(lock_dir=str(lock_dir))).open()
+        assert not own.exists()  # the first lock was given back
+    finally:
+        holder.kill()
+        holder.wait()
