@@ -57,8 +57,9 @@ RECEIPT_HEADER = "x-faxgate-job"
 _BULK_PRECEDENCE = frozenset({"bulk", "junk", "list"})
 _MAX_REPLY_LINES = 8
 _REPLY_LINE_LIMIT = 400
-#: Job priority for faxd (lower goes first), from X-Priority / Importance.
-PRIORITY_HIGH, PRIORITY_NORMAL, PRIORITY_LOW = 63, 127, 191
+#: Job priority as the spool format names it (faxd turns it into a number around
+#: ``[faxd] default_priority``), from X-Priority / Importance.
+PRIORITY_HIGH, PRIORITY_NORMAL, PRIORITY_LOW = "high", "normal", "low"
 
 
 @dataclass(frozen=True)
@@ -373,7 +374,6 @@ class FaxMilter(Milter.Base):
         record = {
             **{k: job[k] for k in ("id", "sender", "subject", "message_id", "queue_id")},
             "created": now.timestamp(),
-            "priority": job["priority"],
             "documents": [d["filename"] for d in job["documents"]],
             "recipients": job["recipients"],
         }
@@ -386,7 +386,7 @@ class FaxMilter(Milter.Base):
         )
         return self._without_fax()
 
-    def _priority(self) -> int:
+    def _priority(self) -> str:
         for value in self._header_values("x-priority"):
             digits = re.match(r"\s*(\d)", value)
             if digits:

@@ -179,7 +179,7 @@ def test_fax_address_is_case_insensitive_and_job_is_spooled_then_discarded(gw: G
         }
     ]
     assert "Please fax this." in job["body_text"]
-    assert job["priority"] == 127
+    assert job["priority"] == "normal"
     raw = (gw.spool / "incoming" / job["id"] / "message.eml").read_bytes()
     assert b"Subject: 755-83235170/Zhang\r\n" in raw
     # The stored message re-parses to the same documents.
@@ -258,9 +258,10 @@ def test_duplicate_message_is_one_job_and_still_discarded(gw: Gateway) -> None:
     assert "duplicate" in gw.event_kinds()
 
 
-def test_high_priority_header(gw: Gateway) -> None:
+def test_priority_from_x_priority_and_importance_headers(gw: Gateway) -> None:
     gw.send(fax_mail(headers={"X-Priority": "1 (Highest)"}))
-    assert gw.jobs()[0]["priority"] < 127
+    gw.send(fax_mail(subject="755-83235171", headers={"Importance": "low"}))
+    assert [job["priority"] for job in gw.jobs()] == ["high", "low"]
 
 
 # ---- sender checks -------------------------------------------------------------------
