@@ -126,7 +126,8 @@ def _readme_test_commands() -> list[str]:
 
 def test_readme_says_what_faxgate_is_and_ci_runs_its_one_test_command() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    assert "e-mail to fax gateway for Postfix" in readme.split("## ", 1)[0]
+    intro = readme.split("\n## ", 1)[0]
+    assert all(word in intro for word in ("e-mail", "fax", "Postfix", "milter", "faxd")), intro
     [command] = _readme_test_commands()
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     steps = [
