@@ -130,6 +130,18 @@ def test_far_end_rate_limit_is_negotiated(line, tmp_path, max_rate, modulation):
     assert_pixel_identical(received, pages, "standard")
 
 
+def test_far_end_offering_ecm_gets_a_plain_call(line, tmp_path):
+    sim = line(ecm=True)
+    pages = ImagePages([make_page("standard", 2, rows=300)])
+    result = send_fax(str(sim.device), "1", pages, options(tmp_path))
+    assert result.ok, result.message
+    (received,) = sim.wait_for_fax(1, timeout=20)
+    dis = next(bytes.fromhex(f["hex"]) for f in received.json["frames"] if f["frame"] == "DIS")
+    assert dis[6] & 0x04  # DIS bit 27: the far end offered ECM
+    assert received.json["ecm"] is False  # our DCS did not take it (no ECM sender)
+    assert_pixel_identical(received, pages, "standard")
+
+
 def test_realistic_line_noise_costs_nothing(line, tmp_path):
     # Line and sender both at TIME_SCALE pacing, so the sender's line_seconds
     # (its clock × time_scale) must agree with the far end's sample clock.
