@@ -24,6 +24,16 @@ Admin requests (``faxgate jobs cancel|retry|hold|release``) are files in
 ``control/`` that the main thread applies and removes, so faxd stays the only
 writer of ``state.json``. Only one faxd runs per spool (``faxd.lock``, flock).
 
+SIGTERM (``systemctl stop``): no new call or mail starts; a call in progress
+finishes if its remaining pages fit in ``[faxd] stop_grace_seconds`` at its
+pace so far, otherwise it ends cleanly after the page being sent (EOP, the far
+end's MCF, DCN) and the next start resumes at the following page. Once the
+grace time is over every call still running ends that way.
+
+Cover pages: documents are rendered once per job; ``pages.tif`` starts with
+the first recipient's cover page, and every other recipient's call (or network
+mail) replaces that one page with a cover page naming it.
+
 Receipts are sent at most once per job except for one window: faxd records
 "sending" with a stable Message-ID before the SMTP conversation, so if it dies
 after the server accepted the receipt but before ``sent`` is written, the
@@ -62,6 +72,7 @@ from faxgate.faxd import queue as q
 from faxgate.faxd import spool
 from faxgate.faxd.mailout import MailPermanentError, MailTemporaryError, send_mail
 from faxgate.faxd.page import FaxPage
+from faxgate.faxd.sender import ImagePages
 
 log = logging.getLogger("faxgate.faxd")
 
@@ -73,9 +84,58 @@ LOCK_FILE = "faxd.lock"
 ACTIONS = ("cancel", "retry", "hold", "release")
 PRIORITY_OFFSETS = {"high": -64, "normal": 0, "low": 64}
 
+#: Without a measured page time, what one page is assumed to take (fine, 9600 bit/s).
+ESTIMATED_PAGE_SECONDS = 30.0
+
+
+class StoppablePages(ImagePages):
+    """A call's pages whose count can shrink while the call runs: the T.30 sender
+    reads ``count`` when it chooses MPS or EOP after each page and before the
+    next one, so :meth:`end_after` makes the call end cleanly at a page boundary
+    (EOP or MCF, then DCN) instead of being cut mid-page."""
+
+    def __init__(self, pages: list[FaxPage]) -> None:
+        super().__init__(pages)
+        self.limit: int | None = None
+
+    @property
+    def count(self) -> int:
+        total = super().count
+        return total if self.limit is None else min(total, self.limit)
+
+    def end_after(self, pages: int) -> None:
+        """Send no page with index ``pages`` or beyond (at least one page is sent)."""
+        self.limit = max(1, pages)
+
+
+@dataclass
+class CallInProgress:
+    """What faxd knows of a running call, to decide how to stop it."""
+
+    pages: StoppablePages
+    total: int
+    first_page: int
+    confirmed: int  # absolute count of pages confirmed so far
+    started: float = field(default_factory=time.monotonic)
+
+    def remaining_seconds(self, now: float) -> float:
+        """Estimated time to send the rest: pages left times the time per page so
+        far in this call (setup included, so rather too long than too short)."""
+        done = self.confirmed - self.first_page
+        per_page = (now - self.started) / done if done > 0 else ESTIMATED_PAGE_SECONDS
+        return (self.total - self.confirmed) * per_page
+
+    def end_after_current_page(self) -> None:
+        self.pages.end_after(self.confirmed + 1)
+
+    @property
+    def ended_early(self) -> bool:
+        return self.pages.limit is not None and self.pages.limit < self.total
+
+
 #: Places a call: ``(device, dial, pages, first_page, on_page_confirmed) -> CallResult``;
 #: ``on_page_confirmed(next_page)`` gets the absolute count of pages confirmed.
-Dialer = Callable[[str, str, list[FaxPage], int, Callable[[int], None]], Any]
+Dialer = Callable[[str, str, StoppablePages, int, Callable[[int], None]], Any]
 
 
 class FaxdRunningError(TemporaryError):
@@ -266,10 +326,12 @@ class FaxDaemon:
         self.policy = q.RetryPolicy.from_config(cfg.faxd)
         self.dialer = dialer or self._default_dialer
         self.renderer = renderer or self._default_renderer
+        self.own_renderer = renderer is None  # it puts a cover page first if configured
         self.cond = threading.Condition()
         self.stopping = threading.Event()
         self.jobs: dict[str, ActiveJob] = {}
         self.modems = [ModemStatus(device) for device in cfg.fax.modems]
+        self.calls: dict[str, CallInProgress] = {}  # by device
         self.render_queue: list[str] = []
         self._store: Any = None
         self._wake_r, self._wake_w = os.pipe()
@@ -530,7 +592,7 @@ class FaxDaemon:
     # ------------------------------------------------------------ rendering
 
     def _default_renderer(self, job_dir: Path, job: dict[str, Any]) -> list[FaxPage]:
-        from faxgate.render import Document, RenderOptions, render_documents
+        from faxgate.render import Document, render_documents
 
         message = email.message_from_bytes(spool.read_message(job_dir), policy=email.policy.default)
         parts = list(message.walk())
@@ -545,33 +607,44 @@ class FaxDaemon:
                     charset=part.get_content_charset(),
                 )
             )
+        return render_documents(documents, self._render_options(job, 0))
+
+    def _render_options(self, job: dict[str, Any], idx: int) -> Any:
+        """Render options of ``job`` with the cover page of recipient ``idx``."""
+        from faxgate.render import CoverInfo, RenderOptions
+
         created = datetime.fromtimestamp(_timestamp(job.get("created"), time.time())).astimezone()
         sender = str(job.get("from_header") or job.get("sender") or "")
-        options = RenderOptions.from_config(
-            self.cfg, sender=sender, when=created, cover=self._cover(job, sender, created)
-        )
-        return render_documents(documents, options)
-
-    def _cover(self, job: dict[str, Any], sender: str, created: datetime) -> Any:
-        """Pages are rendered once per job, so with several recipients the cover
-        names them all, like a distribution list."""
-        from faxgate.render import CoverInfo
-
-        recipients = job.get("recipients", [])
-        if len(recipients) == 1:
-            name1 = str(recipients[0].get("name1") or "")
-            name2 = str(recipients[0].get("name2") or "")
-        else:
-            names = (" ".join(filter(None, (r.get("name1"), r.get("name2")))) for r in recipients)
-            name1, name2 = "; ".join(n for n in names if n), ""
-        return CoverInfo(
-            name1=name1,
-            name2=name2,
+        recipient = job["recipients"][idx]
+        cover = CoverInfo(
+            name1=str(recipient.get("name1") or ""),
+            name2=str(recipient.get("name2") or ""),
             sender=sender,
             station_id=self.cfg.fax.station_id,
             when=created,
             comment=str(job.get("body_text") or ""),
         )
+        return RenderOptions.from_config(self.cfg, sender=sender, when=created, cover=cover)
+
+    def cover_page(self, job: dict[str, Any], idx: int, pages: int) -> FaxPage:
+        """Recipient ``idx``'s cover page of a job of ``pages`` pages. Documents are
+        rendered once per job (``pages.tif`` has the first recipient's cover); every
+        other recipient gets its own cover, one cheap page, when its call starts."""
+        from faxgate.render import render_cover_page
+        from faxgate.render.header import stamp
+
+        options = self._render_options(job, idx)
+        page = render_cover_page(options.cover, options, pages)
+        if options.header is not None:
+            stamp(page, options.header.text(1, pages))
+        return page
+
+    def _pages_for(self, aj: ActiveJob, idx: int, first_page: int = 0) -> list[FaxPage]:
+        """The pages as recipient ``idx`` gets them: its own cover page first."""
+        pages = self._load_pages(aj)
+        if aj.progress.cover_page and idx != 0 and first_page == 0:
+            return [self.cover_page(aj.job, idx, len(pages)), *pages[1:]]
+        return pages
 
     def _load_pages(self, aj: ActiveJob) -> list[FaxPage]:
         """The job's pages, read from ``pages.tif`` when not in memory. They stay
@@ -637,6 +710,7 @@ class FaxDaemon:
             else:
                 aj.pages = pages
                 p.pages_total = len(pages)
+                p.cover_page = self.own_renderer and self.cfg.render.cover_page
                 for rec in p.recipients:
                     rec.pages_total = len(pages)
                 self._save(aj, *p.recipients)
@@ -750,10 +824,14 @@ class FaxDaemon:
         dial: str,
         first_page: int,
     ) -> q.CallOutcome:
+        call: CallInProgress | None = None
+
         def confirmed(next_page: int) -> None:
             """Persist after every MCF: a cut call resumes after this page."""
             with self.cond:
                 q.page_confirmed(rec, next_page)
+                if call is not None:
+                    call.confirmed = rec.pages_confirmed
                 self._save(aj, rec)
             log.info(
                 "job %s rcpt %d queue-id %s: page %d confirmed",
@@ -764,15 +842,26 @@ class FaxDaemon:
             )
 
         try:
-            pages = self._load_pages(aj)
+            full = self._pages_for(aj, rec.idx, first_page)
+            pages = StoppablePages(full)
+            call = CallInProgress(pages, len(full), first_page, first_page)
+            with self.cond:
+                self.calls[modem.device] = call
+                if self.stopping.is_set():  # SIGTERM came while this call was picked
+                    call.end_after_current_page()
             result = self.dialer(modem.device, dial, pages, first_page, confirmed)
         except Exception as exc:  # a bug in one call must not take the modem down
             modem.last_error = str(exc)
             log.exception("modem %s: call failed: %s", modem.device, exc)
             return q.CallOutcome(ok=False, reason="modem_error", message=str(exc))
+        finally:
+            with self.cond:
+                self.calls.pop(modem.device, None)
         if result.reason == "modem_error":
             modem.last_error = result.message or "modem error"
-        return q.CallOutcome.from_result(result, first_page)
+        return q.CallOutcome.from_result(
+            result, first_page, pages_total=call.total, interrupted=call.ended_early
+        )
 
     # ------------------------------------------------------------ mail
 
@@ -836,6 +925,7 @@ class FaxDaemon:
 
     def _deliver_network(self, aj: ActiveJob, rec: q.RecipientProgress) -> None:
         from faxgate.faxd.network import build_fax_mail
+        from faxgate.faxd.tifff import tiff_f_bytes
 
         recipient = aj.job["recipients"][rec.idx]
         entry = None
@@ -848,13 +938,19 @@ class FaxDaemon:
         permanent, message = True, "network number no longer in the directory"
         if entry is not None:
             try:
+                pages = self._pages_for(aj, rec.idx)
+                tiff = (
+                    (aj.job_dir / PAGES_FILE).read_bytes()
+                    if pages is aj.pages
+                    else tiff_f_bytes(pages, self.cfg.render.coding)
+                )
                 msg = build_fax_mail(
                     aj.job,
                     rec.idx,
                     recipient,
                     entry,
-                    tiff=(aj.job_dir / PAGES_FILE).read_bytes(),
-                    pages=self._load_pages(aj),
+                    tiff=tiff,
+                    pages=pages,
                     from_address=self.cfg.receipts.from_address,
                     now=now,
                 )
@@ -981,10 +1077,45 @@ class FaxDaemon:
                 self.stopping.wait(1.0)
 
     def stop(self) -> None:
-        """Finish calls in progress, then return from :meth:`run` (signal-safe)."""
+        """Stop taking work and return from :meth:`run` once the calls in progress
+        have finished or ended at a page boundary (see :meth:`_wind_down`).
+        Signal-safe: it only sets a flag and writes to a pipe."""
         self.stopping.set()
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"x")
+
+    def _wind_down(self, threads: list[threading.Thread]) -> None:
+        """Wait for the worker threads after a stop. A call whose remaining pages
+        fit in ``[faxd] stop_grace_seconds`` (by its pace so far) is finished;
+        any other ends after the page being sent (EOP, MCF, DCN) and resumes
+        there at the next start. When the grace time is over, every call still
+        running ends after its current page, well before systemd's SIGKILL."""
+        grace = float(self.cfg.faxd.stop_grace_seconds)
+        deadline = time.monotonic() + grace
+        with self.cond:
+            self.cond.notify_all()
+            for device, call in self.calls.items():
+                estimate = call.remaining_seconds(time.monotonic())
+                if estimate > grace:
+                    call.end_after_current_page()
+                    log.info(
+                        "stopping: call on %s ends after page %d (about %.0f s left, grace %.0f s)",
+                        device,
+                        call.confirmed + 1,
+                        estimate,
+                        grace,
+                    )
+                else:
+                    log.info("stopping: call on %s finishes (about %.0f s left)", device, estimate)
+        cut_all = False
+        for thread in threads:
+            while thread.is_alive():
+                if not cut_all and time.monotonic() >= deadline:
+                    cut_all = True
+                    with self.cond:
+                        for call in self.calls.values():
+                            call.end_after_current_page()
+                thread.join(0.1)
 
     def run(self, ready: Callable[[], None] | None = None) -> None:
         spool.ensure_layout(self.root)
@@ -1032,10 +1163,7 @@ class FaxDaemon:
                     inotify.drain()
         finally:
             self.stopping.set()
-            with self.cond:
-                self.cond.notify_all()
-            for thread in threads:
-                thread.join()
+            self._wind_down(threads)
             for modem in self.modems:
                 modem.state = "stopped"
             self.write_status()

@@ -44,7 +44,7 @@ BUSY_REASONS = frozenset({"busy"})
 NO_ANSWER_REASONS = frozenset({"no_answer"})
 NO_CARRIER_REASONS = frozenset({"no_carrier", "no_dialtone", "not_a_fax"})
 PROTOCOL_REASONS = frozenset(
-    {"training_failed", "page_rejected", "remote_hangup", "timeout", "modem_error"}
+    {"training_failed", "page_rejected", "remote_hangup", "timeout", "modem_error", "interrupted"}
 )
 
 #: Reasons the queue itself gives a recipient (besides the call reasons); each
@@ -155,14 +155,22 @@ class CallOutcome:
     message: str = ""
     #: False when the modem failed before dialling: the recipient is not to blame.
     dialled: bool = True
+    #: faxd ended the call at a page boundary because it is stopping (SIGTERM).
+    interrupted: bool = False
 
     @classmethod
-    def from_result(cls, result: Any, first_page: int = 0) -> CallOutcome:
-        """From a ``CallResult`` whose page count is relative to ``first_page``."""
+    def from_result(
+        cls, result: Any, first_page: int = 0, *, pages_total: int = 0, interrupted: bool = False
+    ) -> CallOutcome:
+        """From a ``CallResult`` whose page count is relative to ``first_page``. A call
+        faxd ended early (``interrupted``) is ok only if every page was confirmed."""
+        confirmed = first_page + int(result.pages_confirmed or 0)
+        cut = interrupted and bool(result.ok) and confirmed < pages_total
         return cls(
-            ok=bool(result.ok),
-            reason=result.reason,
-            pages_confirmed=first_page + int(result.pages_confirmed or 0),
+            ok=bool(result.ok) and not cut,
+            reason="interrupted" if cut else result.reason,
+            interrupted=cut,
+            pages_confirmed=confirmed,
             reached_fax_carrier=bool(result.reached_fax_carrier),
             remote_ident=result.remote_ident or "",
             bit_rate=result.bit_rate,
@@ -230,6 +238,8 @@ class JobProgress:
     expires: float = 0.0
     pages_total: int = 0
     rendered: bool = False
+    #: Page 0 is a cover page naming the first recipient; others get their own.
+    cover_page: bool = False
     render_error: str = ""
     recipients: list[RecipientProgress] = field(default_factory=list)
     receipt: MailProgress = field(default_factory=MailProgress)
@@ -357,6 +367,14 @@ def apply_call(
     rec.last_reason = rec.last_call_reason = outcome.reason or "modem_error"
     if rec.cancel_requested:
         _finish(rec, CANCELLED, "cancelled", now)
+        return
+    if outcome.interrupted:
+        # faxd is stopping, not the far end failing: no try is charged and the
+        # next start resumes at once from the first unconfirmed page.
+        if outcome.reached_fax_carrier:
+            rec.tries -= 1
+        rec.state = PENDING
+        rec.next_try = now
         return
     if rec.tries >= policy.max_tries:
         _finish(rec, _failed_state(rec), "too_many_tries", now)

@@ -205,6 +205,11 @@ class FaxdConfig:
     default_priority: int = _opt(
         127, "Priority of jobs that name none, 0-255; lower numbers are sent first."
     )
+    stop_grace_seconds: float = _opt(
+        60.0,
+        "On SIGTERM a call finishes if its remaining pages fit in this time; otherwise it"
+        " ends cleanly after the page being sent and resumes there at the next start.",
+    )
 
 
 @dataclass(frozen=True)

@@ -223,6 +223,7 @@ def test_sigterm_finishes_the_call_in_progress(env) -> None:
     proc.stop()  # SIGTERM; asserts exit status 0
     (call,) = read_sidecars(env.tmp / "far")
     assert call.ok and call.pages == 5, "the call was cut instead of finished"
+    assert "stopping: call on" in (env.tmp / "faxd.log").read_text()
     job_dir = spool.find_job(cfg.spool.directory, job_id)
     assert faxd.read_state(job_dir).recipients[0].state == "sent"
     again = FaxdProcess(cfg_path, env.tmp / "faxd.log")
@@ -231,3 +232,35 @@ def test_sigterm_finishes_the_call_in_progress(env) -> None:
     finally:
         again.stop()
     assert "5 of 5" in e2e.check_receipt_basics(e2e.receipt_for(capture, job_id), job_id)
+
+
+def test_sigterm_beyond_the_grace_time_ends_the_call_at_a_page_boundary(env) -> None:
+    devices, _ = env.line(["modem0"], LineOptions(pacing=12))
+    capture = env.smtp()
+    cfg_path = e2e.write_config(env.tmp, devices, env.smtp_port, stop_grace_seconds=0.0)
+    cfg = config.load(cfg_path)
+    job_id = e2e.submit(cfg, "12345678/Stop Early", text=FIVE_PAGES)
+    proc = FaxdProcess(cfg_path, env.tmp / "faxd.log")
+    wait_or_show_log(
+        env,
+        lambda: (s := active_state(cfg, job_id)) and s.recipients[0].pages_confirmed >= 1,
+        60,
+        "the first page confirmed",
+    )
+    proc.stop()  # SIGTERM; asserts exit status 0
+    assert "ends after page" in (env.tmp / "faxd.log").read_text()
+    (call,) = read_sidecars(env.tmp / "far")
+    rec = active_state(cfg, job_id).recipients[0]
+    assert 1 <= call.pages == rec.pages_confirmed < 5, (call.pages, rec)
+    assert call.result == "ok", "the call was cut mid-page instead of ended with EOP/DCN"
+    assert (rec.state, rec.dials, rec.tries) == ("pending", 1, 0)  # no try charged
+    assert rec.last_call_reason == "interrupted"
+    again = FaxdProcess(cfg_path, env.tmp / "faxd.log")
+    try:
+        wait_or_show_log(env, lambda: capture.parsed("alice@example.com"), 60, "the receipt")
+    finally:
+        again.stop()
+    calls = sorted(read_sidecars(env.tmp / "far"), key=lambda c: c.call)
+    assert [c.pages for c in calls] == [rec.pages_confirmed, 5 - rec.pages_confirmed]
+    body = e2e.check_receipt_basics(e2e.receipt_for(capture, job_id), job_id)
+    assert "5 of 5" in body and "Attempts:      2" in body

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from PIL import Image
+from PIL import Image, ImageChops
 
 from faxgate import config
 from faxgate.cli import main
@@ -79,8 +79,14 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 def write_config(
-    tmp: Path, modems: list[Path], smtp_port: int, receipts: str = "", **faxd_keys: Any
+    tmp: Path,
+    modems: list[Path],
+    smtp_port: int,
+    receipts: str = "",
+    sections: str = "",
+    **faxd_keys: Any,
 ) -> Path:
+    """A config for the test; ``sections`` is TOML text appended (more sections)."""
     faxd_section = {
         "rescan_seconds": 5,
         "busy_retry_seconds": 1.0,
@@ -114,6 +120,7 @@ def write_config(
         receipts,
         "[faxd]",
         *(f"{k} = {value(v)}" for k, v in faxd_section.items()),
+        sections,
     ]
     path = tmp / "faxgate.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -222,8 +229,12 @@ def env(tmp_path: Path):
             started.append(controller)
             return capture
 
-        def config(self, modems: list[Path], receipts: str = "", **faxd: Any) -> config.Config:
-            return config.load(write_config(tmp_path, modems, self.smtp_port, receipts, **faxd))
+        def config(
+            self, modems: list[Path], receipts: str = "", sections: str = "", **faxd: Any
+        ) -> config.Config:
+            return config.load(
+                write_config(tmp_path, modems, self.smtp_port, receipts, sections, **faxd)
+            )
 
         def faxd(self, cfg: config.Config) -> Running:
             running = Running(cfg)
@@ -443,3 +454,25 @@ def test_far_end_hangs_up_mid_fax_and_retries_resume(env) -> None:
     assert [c.pages for c in calls] == [2, 2, 1]
     body = check_receipt_basics(receipt_for(capture, job_id), job_id)
     assert "5 of 5" in body and "Attempts:      3" in body and "(ok)" in body
+
+
+def test_cover_page_per_recipient_documents_rendered_once(env) -> None:
+    devices, _ = env.line(["modemA", "modemB"], LineOptions(pacing=PACING))
+    capture = env.smtp()
+    cfg = env.config(devices, sections="[render]\ncover_page = true")
+    running = env.faxd(cfg)
+    job_id = submit(cfg, "12345678/Alpha Ltd|Mr Wang;87654321/Beta Co")
+    wait_until(lambda: capture.parsed("alice@example.com"), 90, "the receipt")
+    job = spool.read_job(spool.find_job(cfg.spool.directory, job_id))
+    calls = {c.json["dialled"][-8:]: c.images() for c in read_sidecars(env.tmp / "far")}
+    alpha, beta = calls["12345678"], calls["87654321"]
+    assert len(alpha) == len(beta) == 4  # cover + 3 document pages
+    for idx, got in ((0, alpha), (1, beta)):
+        cover = running.daemon.cover_page(job, idx, 4).image
+        assert got[0].size == cover.size
+        assert ImageChops.difference(got[0].convert("L"), cover.convert("L")).getbbox() is None
+    assert ImageChops.difference(alpha[0].convert("L"), beta[0].convert("L")).getbbox()
+    for a, b in zip(alpha[1:], beta[1:], strict=True):
+        assert ImageChops.difference(a.convert("L"), b.convert("L")).getbbox() is None
+    assert [e.kind for e in Store.open(cfg).events(job_id)].count("rendered") == 1
+    assert check_receipt_basics(receipt_for(capture, job_id), job_id).count("4 of 4") == 2

@@ -298,3 +298,18 @@ def test_hostile_subject_and_names_cannot_break_headers_or_lines() -> None:
     assert parsed["Bcc"] is None
     assert parsed["Subject"] == "Fax partly sent: x Bcc: victim@example.com y"
     assert "Recipient 1: Eve Status: sent / 采购部" in parsed.get_body(("plain",)).get_content()
+
+
+@pytest.mark.parametrize("guide", ["user-guide.md", "user-guide.zh.md"])
+def test_user_guide_tables_list_exactly_the_reason_codes_receipts_use(guide: str) -> None:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / guide).read_text(encoding="utf-8")
+    table = text[text.index("| `busy` |") :].split("\n\n", 1)[0]
+    documented = {code for row in table.splitlines() for code in re.findall(r"`([a-z_]+)`", row)}
+    codes = (
+        q.BUSY_REASONS | q.NO_ANSWER_REASONS | q.NO_CARRIER_REASONS | q.PROTOCOL_REASONS
+    ) | q.QUEUE_REASONS
+    assert documented == set(codes), (codes - documented, documented - codes)
+    assert set(receipts.texts("en")["reasons"]) - {"ok"} == set(codes)
