@@ -313,3 +313,61 @@ def test_user_guide_tables_list_exactly_the_reason_codes_receipts_use(guide: str
     ) | q.QUEUE_REASONS
     assert documented == set(codes), (codes - documented, documented - codes)
     assert set(receipts.texts("en")["reasons"]) - {"ok"} == set(codes)
+
+
+def test_receipt_or_fax_mail_sent_back_to_the_fax_address_is_not_faxed(tmp_path) -> None:
+    """The loop guard end to end: what faxd mails, even forwarded by a registered
+    sender (not the null sender) to the fax address, never becomes a job."""
+    from types import SimpleNamespace
+
+    from faxgate import config as config_mod
+    from faxgate.faxd import network
+    from faxgate.faxd import spool as spool_mod
+    from faxgate.milter.app import FaxMilter, Runtime
+    from faxgate.milter.harness import drive
+    from faxgate.store import Store
+
+    cfg = config_mod.parse(
+        {
+            "store": {"path": str(tmp_path / "faxgate.db")},
+            "spool": {"directory": str(tmp_path / "spool")},
+            "milter": {"fax_addresses": ["fax@gw.example"]},
+        }
+    )
+    store = Store.open(cfg)
+    store.add_sender("alice@example.com", "Alice")
+    runtime = Runtime.create(cfg, store)
+    job, progress = job_and_progress()
+    receipt = receipts.build_receipt(
+        job,
+        progress,
+        language="en",
+        from_address="faxgate@gw.example",
+        message_id="<r@x>",
+        first_page=page(),
+        now=T0,
+    )
+    fax_mail = network.build_fax_mail(
+        job,
+        1,
+        job["recipients"][1],
+        SimpleNamespace(name="Bob", email="fax@gw.example"),
+        tiff=b"II*\0",
+        pages=[page()],
+        from_address="faxgate@gw.example",
+        now=T0,
+    )
+    for msg in (receipt, fax_mail):
+        msg.replace_header("To", "fax@gw.example")
+        raw = msg.as_bytes(policy=email.policy.SMTP)
+        for envelope_sender in ("", "alice@example.com"):
+            out = drive(
+                lambda: FaxMilter(runtime),
+                raw,
+                envelope_sender,
+                ("fax@gw.example",),
+                {"i": "4LOOP", "{client_addr}": "127.0.0.1"},
+                (),
+            )
+            assert out.result == "discard", (msg["Subject"], envelope_sender, out)
+    assert spool_mod.list_jobs(cfg.spool.directory) == []
