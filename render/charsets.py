@@ -7,6 +7,7 @@ charset parameter, so detection matters as much as the declaration.
 from __future__ import annotations
 
 import codecs
+import re
 import unicodedata
 
 import charset_normalizer
@@ -86,10 +87,12 @@ def detect_encoding(data: bytes, declared: str | None = None) -> str | None:
             if text is not None and looks_like_text(text):
                 return name
     text = _decode_prefix(sample, "utf-8")
-    if text is not None:
-        return "utf-8" if looks_like_text(text) else None
-    if b"\x00" in sample:
+    if text is not None and looks_like_text(text):
+        return "utf-8"
+    if b"\x00" in sample:  # Latin text in UTF-16 is also valid (NUL-ridden) UTF-8
         return _utf16_without_bom(sample)
+    if text is not None:
+        return None
     if len(data) > SAMPLE_BYTES:
         # The detector decodes strictly: a sample cut inside a multi-byte
         # character would rule out every East Asian encoding.
@@ -106,15 +109,44 @@ def detect_encoding(data: bytes, declared: str | None = None) -> str | None:
 
 
 def _utf16_without_bom(sample: bytes) -> str | None:
+    """UTF-16 without a byte order mark: Latin text has a zero in every other
+    byte; CJK text has few zeros, so there the byte order whose characters are
+    nearly all from common scripts wins; binary data is neither."""
+    sample = sample[: len(sample) // 2 * 2]
     even_zeros = sample[0::2].count(0)
     odd_zeros = sample[1::2].count(0)
     half = len(sample) // 2 or 1
     for name, zeros in (("utf-16-le", odd_zeros), ("utf-16-be", even_zeros)):
         if zeros > half * 0.3:
-            text = _decode_prefix(sample[: len(sample) // 2 * 2], name)
-            if text is not None and looks_like_text(text):
+            text = _decode_prefix(sample, name)
+            if (
+                text is not None
+                and looks_like_text(text)
+                and _script_share(text) >= _MIN_SCRIPT_SHARE
+            ):
                 return name
+    scored = []
+    for name in ("utf-16-le", "utf-16-be"):
+        text = _decode_prefix(sample, name)
+        if text is not None and looks_like_text(text):
+            scored.append((_script_share(text), name))
+    if scored and max(scored)[0] >= _MIN_SCRIPT_SHARE:
+        return max(scored)[1]
     return None
+
+
+#: Share of characters from common scripts that BOM-less UTF-16 must have.
+_MIN_SCRIPT_SHARE = 0.9
+#: ASCII and Latin-1, general punctuation, CJK symbols, kana, CJK ideographs,
+#: Hangul syllables and full-width forms: what real text in the expected
+#: languages is made of (the wrong byte order gives scattered code points).
+_COMMON_SCRIPTS = re.compile(
+    "[\t\n\r\f\x20-\x7e\xa0-\xff\u2000-\u206f\u3000-\u30ff\u4e00-\u9fff\uac00-\ud7a3\uff00-\uffef]"
+)
+
+
+def _script_share(text: str) -> float:
+    return len(_COMMON_SCRIPTS.findall(text)) / max(1, len(text))
 
 
 def decode_text(data: bytes, encoding: str) -> str:

@@ -130,6 +130,26 @@ def test_text_in_chinese_encodings():
     assert sniff(docs.chinese_text("utf-16"), "d.txt").encoding == "utf-16"
 
 
+JAPANESE = "拝啓　時下ますますご清栄のこととお慶び申し上げます。\n見積書を添付いたします。\n敬具\n"
+
+
+def test_undeclared_shift_jis_text():
+    assert sniff(JAPANESE.encode("shift_jis"), "見積.txt").encoding == "cp932"
+
+
+@pytest.mark.parametrize("order", ["utf-16-le", "utf-16-be"])
+@pytest.mark.parametrize("text", [docs.ENGLISH + "\n", docs.CHINESE * 3 + "\n", JAPANESE])
+def test_utf16_without_byte_order_mark(order, text):
+    assert sniff(text.encode(order), "note.txt") == Sniffed("text", "txt", order)
+
+
+def test_binary_with_zero_bytes_is_not_utf16():
+    with pytest.raises(UnsupportedDocument, match="unknown binary"):
+        sniff(b"abc\x00\x01\x02" * 100, "data.bin")
+    with pytest.raises(UnsupportedDocument, match="unknown binary"):
+        sniff(bytes(range(1, 256)) * 8 + b"\x00", "data.bin")
+
+
 def test_large_chinese_text_is_detected_beyond_the_sample():
     # Longer than the detection sample, which must not end inside a character.
     data = (docs.CHINESE + "\n").encode("gbk") * 20_000
