@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 import zipfile
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,10 @@ def test_fax_address_is_case_insensitive_and_job_is_spooled_then_discarded(gw: G
     assert job["version"] == spool.FORMAT_VERSION
     assert job["sender"] == ALICE
     assert job["queue_id"] == "4ABC123"
+    assert job["id"] == spool.list_jobs(gw.spool)[0] and job["message"] == "message.eml"
+    created = datetime.fromisoformat(job["created"])
+    assert abs((datetime.now(UTC) - created).total_seconds()) < 60
+    assert job["message_id"].endswith("@example.com>")
     assert job["subject"] == "755-83235170/Zhang"
     assert job["recipients"][0]["e164"] == "+8675583235170"
     assert job["recipients"][0]["name1"] == "Zhang"
