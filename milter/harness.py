@@ -4,8 +4,9 @@ pymilter's ``TestCtx`` replaces libmilter's context; its own ``_feedFile``
 re-serialises the message through the email package, which hides exactly the
 malformed and 8-bit input the milter must survive. :func:`drive` instead cuts
 the raw bytes into header fields and body chunks itself and honours the
-negotiated protocol (skipped callbacks, ``NOREPLY``), so tests, the fuzzer and
-the benchmark see what a real MTA would send.
+negotiated protocol (skipped callbacks, ``NOREPLY``), so tests and the fuzzer
+see what a real MTA would send. :class:`Session` sends several messages over
+one milter connection, as an SMTP session with several transactions does.
 """
 
 from __future__ import annotations
