@@ -134,6 +134,9 @@ class SerialSettings:
     baudrate: int = 115200
     flow_control: str = "xonxoff"  # "xonxoff" | "rtscts"
     lock_dir: str | None = DEFAULT_LOCK_DIR  # None: no lock file
+    #: A modem that holds flow control (XOFF, CTS low) this long is stuck; without
+    #: a limit the write would block the call forever.
+    write_timeout: float = 30.0
 
 
 class SerialPort:
@@ -174,6 +177,7 @@ class SerialPort:
                 rtscts=self.settings.flow_control == "rtscts",
                 xonxoff=False,
                 exclusive=True,
+                write_timeout=self.settings.write_timeout,
             )
         except (serial.SerialException, OSError) as exc:
             self._release_locks()
@@ -219,6 +223,11 @@ class SerialPort:
     def write(self, data: bytes) -> None:
         try:
             self._port.write(data)
+        except serial.SerialTimeoutException:
+            raise ModemError(
+                f"{self.device}: the modem took no data for {self.settings.write_timeout:g} s "
+                "(flow control held)"
+            ) from None
         except (serial.SerialException, OSError) as exc:
             raise ModemGone(f"{self.device}: device vanished ({exc})") from None
 

@@ -293,3 +293,21 @@ def test_a_symlinked_device_also_locks_the_real_device(sim, tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_modem_that_never_takes_data_is_a_modem_error_not_a_hang(tmp_path):
+    """Nobody reads the other side of this pty: like a modem stuck in XOFF."""
+    from faxgate.faxd.class1 import ModemError
+    from faxgate.simline.ptyport import PtyPort
+
+    pty = PtyPort(tmp_path / "ttySTUCK")
+    try:
+        settings = SerialSettings(lock_dir=None, write_timeout=0.5)
+        with SerialPort(str(tmp_path / "ttySTUCK"), settings) as port:
+            started = time.monotonic()
+            with pytest.raises(ModemError, match="took no data"):
+                for _ in range(200):  # far more than any pty buffer holds
+                    port.write(bytes(4096))
+            assert time.monotonic() - started < 10
+    finally:
+        pty.close()
