@@ -361,7 +361,7 @@ def encode_black(
     if black.ndim != 2 or black.shape[0] < 1:
         raise ValueError(f"cannot code an image of shape {black.shape}")
     packed = np.packbits(np.asarray(black, dtype=bool), axis=1)
-    return _encode_packed(
+    return encode_packed(
         packed,
         black.shape[1],
         coding,
@@ -395,7 +395,7 @@ def encode_image(
     apply); ``rtc`` appends EOFB. Output is zero-padded to whole bytes, each byte
     LSB first unless ``lsb_first`` is False.
     """
-    return _encode_packed(
+    return encode_packed(
         _packed_rows(image),
         image.size[0],
         coding,
@@ -407,18 +407,19 @@ def encode_image(
     )
 
 
-def _encode_packed(
+def encode_packed(
     packed: np.ndarray,
     width: int,
     coding: Coding,
     *,
-    k: int,
-    min_bits_per_line: int,
-    rtc: bool,
-    align_eol: bool,
-    lsb_first: bool,
+    k: int = 4,
+    min_bits_per_line: int = 0,
+    rtc: bool = True,
+    align_eol: bool = False,
+    lsb_first: bool = True,
 ) -> bytes:
-    """Code rows packed MSB first, 1 = black."""
+    """Code rows packed MSB first, 1 = black, each padded to whole bytes (PIL's
+    "1;I" layout, as :func:`decode_packed` returns). See :func:`encode_image`."""
     _check_coding(coding)
     height = packed.shape[0]
     if not (1 <= height <= MAX_HEIGHT and 1 <= width <= MAX_WIDTH):

@@ -5,11 +5,14 @@ exactly as our codec produced them (FillOrder 2 = LSB first, as on the wire;
 EOL-aligned G3 without RTC, as TIFF Class F requires). The reader decodes with
 our own decoder and accepts the common variants other fax software writes
 (either byte order, FillOrder 1 or 2, WhiteIsZero or BlackIsZero, several
-strips, resolutions in dots per inch or per centimetre).
+strips, resolutions in dots per inch or per centimetre). Pages in our own
+layout are decoded by libtiff and proven by re-encoding (see
+:func:`_decode_own_strip`), since faxd reloads its pages.tif before calls.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import tempfile
@@ -17,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from faxgate.faxd.page import LINES_PER_INCH, FaxPage
 from faxgate.faxd.t4 import (
@@ -25,6 +29,7 @@ from faxgate.faxd.t4 import (
     Coding,
     decode_packed,
     encode_image,
+    encode_packed,
     k_for_resolution,
     packed_to_image,
 )
@@ -276,6 +281,14 @@ def _page(tiff: _Tiff, tags: dict[int, tuple], number: int) -> FaxPage:
         raise TiffFormatError(f"{where}: missing or inconsistent strip tags")
     rows_per_strip = one(ROWS_PER_STRIP, height)
     rows_per_strip = height if rows_per_strip <= 0 else min(rows_per_strip, height)
+    resolution = _resolution_name(tags)
+    if len(offsets) == 1 and lsb_first and photometric == 0 and rows_per_strip == height:
+        offset, count = int(offsets[0]), int(counts[0])
+        if offset >= 0 and count >= 0 and offset + count <= len(tiff.data):
+            strip = tiff.data[offset : offset + count]
+            packed = _decode_own_strip(strip, width, height, coding, resolution)
+            if packed is not None:
+                return FaxPage(image=packed_to_image(packed, width), resolution=resolution)
     strips = []
     remaining = height
     for offset, count in zip(map(int, offsets), map(int, counts), strict=True):
@@ -299,7 +312,55 @@ def _page(tiff: _Tiff, tags: dict[int, tuple], number: int) -> FaxPage:
     packed = np.concatenate(strips)
     if photometric == 1:  # BlackIsZero: the codec's "white" runs are black pixels
         packed = ~packed
-    return FaxPage(image=packed_to_image(packed, width), resolution=_resolution_name(tags))
+    return FaxPage(image=packed_to_image(packed, width), resolution=resolution)
+
+
+def _decode_own_strip(
+    strip: bytes, width: int, height: int, coding: Coding, resolution: str
+) -> np.ndarray | None:
+    """Fast path for strips as :func:`tiff_f_bytes` writes them (faxd reloads
+    its own pages.tif): libtiff decodes (through Pillow, a few ms a page
+    against 100+ ms for our Python decoder), and our encoder must reproduce the
+    strip bit for bit from the result, which proves the pixels right.
+    None when the strip is not ours or libtiff fails: the caller then decodes
+    strictly."""
+    tiff = _single_strip_tiff(strip, width, height, coding)
+    try:
+        with Image.open(io.BytesIO(tiff)) as image:
+            image.load()
+            if image.mode != "1" or image.size != (width, height):
+                return None
+            raw = image.tobytes("raw", "1;I")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+    packed = np.frombuffer(raw, dtype=np.uint8).reshape(height, (width + 7) // 8)
+    if coding == "mmr":
+        again = encode_packed(packed, width, "mmr", rtc=True)
+    else:
+        k = k_for_resolution(resolution)
+        again = encode_packed(packed, width, coding, k=k, rtc=False, align_eol=True)
+    return packed if again == strip else None
+
+
+def _single_strip_tiff(strip: bytes, width: int, height: int, coding: Coding) -> bytes:
+    """A minimal one-page TIFF around ``strip`` (FillOrder 2, WhiteIsZero)."""
+    head = b"II*\0" + struct.pack("<I", 8 + len(strip) + len(strip) % 2)
+    body = strip + b"\0" * (len(strip) % 2)
+    entries = [
+        _long(IMAGE_WIDTH, width),
+        _long(IMAGE_LENGTH, height),
+        _short(BITS_PER_SAMPLE, 1),
+        _short(COMPRESSION, COMPRESSION_G4 if coding == "mmr" else COMPRESSION_G3),
+        _short(PHOTOMETRIC, 0),
+        _short(FILL_ORDER, 2),
+        _long(STRIP_OFFSETS, 8),
+        _short(SAMPLES_PER_PIXEL, 1),
+        _long(ROWS_PER_STRIP, height),
+        _long(STRIP_BYTE_COUNTS, len(strip)),
+    ]
+    if coding != "mmr":
+        entries.append(_long(T4_OPTIONS, T4_FILL_BITS | (T4_2D if coding == "mr" else 0)))
+    return head + body + _ifd(entries, len(head) + len(body))
 
 
 def read_tiff_f(path: str | Path) -> list[FaxPage]:

@@ -16,7 +16,13 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps, features
 
 from faxgate.faxd import t4
 from faxgate.faxd.page import FaxPage
-from faxgate.faxd.tifff import TiffFormatError, read_tiff_f, tiff_f_bytes, write_tiff_f
+from faxgate.faxd.tifff import (
+    TiffFormatError,
+    _single_strip_tiff,
+    read_tiff_f,
+    tiff_f_bytes,
+    write_tiff_f,
+)
 
 FONT = "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"
 CODINGS = ("mh", "mr", "mmr")
@@ -289,3 +295,47 @@ def test_damaged_files_raise_value_errors_only(
 def test_pillow_decodes_fax_tiffs_with_libtiff() -> None:
     """The cross-checks above only mean something with libtiff doing the decoding."""
     assert features.check("libtiff")
+
+
+@pytest.mark.parametrize("coding", CODINGS)
+def test_our_own_files_are_read_through_libtiff_and_proven(
+    pages: list[FaxPage], coding: str, tmp_path: Path, monkeypatch
+) -> None:
+    """faxd reloads its pages.tif: our layout is decoded by libtiff and checked
+    by re-encoding, without the slow Python decoder."""
+    path = tmp_path / "fax.tif"
+    write_tiff_f(path, pages, coding)
+
+    def no_python_decoder(*args, **kwargs):
+        raise AssertionError("the Python decoder was used for our own file")
+
+    monkeypatch.setattr("faxgate.faxd.tifff.decode_packed", no_python_decoder)
+    back = read_tiff_f(path)
+    assert [(p.resolution, p.image.tobytes()) for p in back] == [
+        (p.resolution, p.image.tobytes()) for p in pages
+    ]
+
+
+@pytest.mark.parametrize("coding", ["mh", "mr"])
+def test_strips_not_in_our_layout_are_decoded_strictly(
+    pages: list[FaxPage], coding: str, tmp_path: Path, monkeypatch
+) -> None:
+    """A valid strip that our encoder would not have written (extra fill before
+    each EOL) cannot be proven by re-encoding, so the strict decoder reads it."""
+    page = pages[1]
+    strip = t4.encode_image(
+        page.image, coding, k=2, min_bits_per_line=2000, rtc=False, align_eol=True
+    )
+    path = tmp_path / "fill.tif"
+    path.write_bytes(_single_strip_tiff(strip, 1728, page.image.height, coding))
+    calls = []
+    real = read_tiff_f.__globals__["decode_packed"]
+
+    def counting(*args, **kwargs):
+        calls.append(args[2])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("faxgate.faxd.tifff.decode_packed", counting)
+    (back,) = read_tiff_f(path)
+    assert calls == [coding]
+    assert back.image.tobytes() == page.image.tobytes()
