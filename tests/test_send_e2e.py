@@ -130,6 +130,30 @@ def test_far_end_rate_limit_is_negotiated(line, tmp_path, max_rate, modulation):
     assert_pixel_identical(received, pages, "standard")
 
 
+def test_turnaround_after_each_received_frame_takes_milliseconds(line, tmp_path, caplog):
+    """Class 1 leaves the host tens of ms between a frame's OK and the next command."""
+    import logging
+    import statistics
+
+    sim = line()
+    pages = ImagePages([make_page("fine", seed) for seed in range(2)])
+    with caplog.at_level(logging.DEBUG, logger="faxgate.faxd.sender"):
+        result = send_fax(str(sim.device), "1", pages, options(tmp_path))
+    assert result.ok, result.message
+    lines = [(r.created, r.getMessage().split(" ", 2)[1:]) for r in caplog.records]
+    gaps = [
+        lines[i + 2][0] - lines[i + 1][0]
+        for i in range(len(lines) - 2)
+        if lines[i][1][0] == "<"
+        and lines[i][1][1].startswith("[frame")
+        and lines[i + 1][1] == ["<", "OK"]
+        and lines[i + 2][1][0] == ">"
+    ]
+    assert len(gaps) >= 5  # CSI, DIS, CFR, MCF, MCF
+    # the second page is coded in one of these gaps (fine, MR): still well inside
+    assert statistics.median(gaps) < 0.02 and max(gaps) < 0.25, gaps
+
+
 def test_far_end_offering_ecm_gets_a_plain_call(line, tmp_path):
     sim = line(ecm=True)
     pages = ImagePages([make_page("standard", 2, rows=300)])
