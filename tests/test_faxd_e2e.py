@@ -11,6 +11,7 @@ import email
 import email.policy
 import io
 import json
+import logging
 import socket
 import threading
 import time
@@ -178,8 +179,8 @@ def submit(
 class Running:
     """An in-process faxd on its own thread."""
 
-    def __init__(self, cfg: config.Config) -> None:
-        self.daemon = faxd.FaxDaemon(cfg)
+    def __init__(self, cfg: config.Config, watch: bool = True) -> None:
+        self.daemon = faxd.FaxDaemon(cfg, watch=watch)
         ready = threading.Event()
         self.thread = threading.Thread(target=self.daemon.run, args=(ready.set,), daemon=True)
         self.thread.start()
@@ -236,8 +237,8 @@ def env(tmp_path: Path):
                 write_config(tmp_path, modems, self.smtp_port, receipts, sections, **faxd)
             )
 
-        def faxd(self, cfg: config.Config) -> Running:
-            running = Running(cfg)
+        def faxd(self, cfg: config.Config, watch: bool = True) -> Running:
+            running = Running(cfg, watch)
             started.append(running)
             return running
 
@@ -297,14 +298,28 @@ def test_three_recipients_over_two_lines_at_once(env) -> None:
     wait_until(done.exists, 10, "the job moved to done/")
 
 
-def test_busy_then_success(env) -> None:
+def test_busy_then_success(env, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="faxgate.faxd")
     devices, busy_line = env.line(["modem0"], LineOptions(pacing=PACING, behaviour="busy"))
     capture = env.smtp()
-    cfg = env.config(devices, busy_retry_seconds=2.0)
+    cfg = env.config(devices, busy_retry_seconds=3.0)
     env.faxd(cfg)
     job_id = submit(cfg, "12345678/Busy Bee")
     wait_until(lambda: read_sidecars(env.tmp / "far"), 30, "the busy call")
     busy_line.stop()
+    # The queue state and the next try are on disk (state.json) and in the store.
+    job_dir = Path(cfg.spool.directory) / "active" / job_id
+    on_disk = wait_until(
+        lambda: (s := faxd.read_state(job_dir)) and s.recipients[0].state == "pending" and s,
+        10,
+        "the recipient pending after the busy call",
+    ).recipients[0]
+    assert on_disk.last_call_reason == "busy" and on_disk.dials == 1 and on_disk.tries == 0
+    assert time.time() < on_disk.next_try <= time.time() + 3.0
+    stored = wait_until(
+        lambda: (r := Store.open(cfg).get_job(job_id).recipients[0]).next_try and r, 5, "store"
+    )
+    assert stored.state == "pending" and stored.next_try == on_disk.next_try
     env.line(["modem0"], LineOptions(pacing=PACING))
     wait_until(lambda: capture.parsed("alice@example.com"), 60, "the receipt")
     results = [c.result for c in read_sidecars(env.tmp / "far")]
@@ -313,6 +328,15 @@ def test_busy_then_success(env) -> None:
     assert "3 of 3" in body and f"Attempts:      {len(results)}" in body
     events = [e.kind for e in Store.open(cfg).events(job_id)]
     assert "dialing" in events and "pending" in events and "sent" in events
+    # One log line per state change, naming job, recipient and Postfix queue id.
+    changes = [
+        r.getMessage()
+        for r in caplog.records
+        if r.getMessage().startswith(f"job {job_id} rcpt 0 queue-id 4ABCDEF: ")
+    ]
+    kinds = [line.split(": ", 1)[1].split(" ")[0] for line in changes]
+    assert kinds.count("dialing") == len(results) and kinds.count("pending") == len(results) - 1
+    assert kinds[-1] == "sent", changes
 
 
 def test_no_answer_until_expiry_gives_failure_receipt(env) -> None:
@@ -476,3 +500,21 @@ def test_cover_page_per_recipient_documents_rendered_once(env) -> None:
         assert ImageChops.difference(a.convert("L"), b.convert("L")).getbbox() is None
     assert [e.kind for e in Store.open(cfg).events(job_id)].count("rendered") == 1
     assert check_receipt_basics(receipt_for(capture, job_id), job_id).count("4 of 4") == 2
+
+
+def test_wakes_within_a_second_and_the_rescan_finds_jobs_without_inotify(env) -> None:
+    cfg = env.config([], rescan_seconds=300)  # only inotify can be this fast
+    env.faxd(cfg)
+    root = Path(cfg.spool.directory)
+    for n in range(3):
+        job_id = submit(cfg, f"1234567{n}/Quick")
+        wait_until((root / "active" / job_id / "state.json").exists, 1.0, "claimed within 1 s")
+    with pytest.raises(faxd.FaxdRunningError):
+        faxd.FaxDaemon(cfg).run()  # one faxd per spool: claims are never shared
+    polling_tmp = env.tmp / "polling"
+    polling_tmp.mkdir()
+    polling = config.load(write_config(polling_tmp, [], env.smtp_port, rescan_seconds=1))
+    env.faxd(polling, watch=False)
+    job_id = submit(polling, "12345678/Found by rescan")
+    found = Path(polling.spool.directory) / "active" / job_id / "state.json"
+    wait_until(found.exists, 3.0, "the job found by the periodic rescan")
