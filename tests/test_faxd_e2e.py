@@ -42,6 +42,13 @@ class Capture:
 
     def __init__(self) -> None:
         self.messages: list[tuple[str, list[str], bytes]] = []
+        self.refuse: set[str] = set()  # recipients refused with a 5xx
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+        if address in self.refuse:
+            return "550 5.1.1 no such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd API)
         self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
@@ -518,3 +525,26 @@ def test_wakes_within_a_second_and_the_rescan_finds_jobs_without_inotify(env) ->
     job_id = submit(polling, "12345678/Found by rescan")
     found = Path(polling.spool.directory) / "active" / job_id / "state.json"
     wait_until(found.exists, 3.0, "the job found by the periodic rescan")
+
+
+def test_network_delivery_refused_for_good_falls_back_to_the_phone_number(env) -> None:
+    devices, _ = env.line(["modem0"], LineOptions(pacing=PACING))
+    capture = env.smtp()
+    capture.refuse = {"bob@branch.example", "dan@branch.example"}
+    cfg = env.config(devices)
+    store = Store.open(cfg)
+    store.directory_add("AF90000098", "Bob", "bob@branch.example")
+    store.directory_add("AF90000097", "Dan", "dan@branch.example")
+    env.faxd(cfg)
+    job_id = submit(cfg, "12345678|AF90000098/Bob;AF90000097/Dan")
+    receipt = wait_until(lambda: capture.parsed("alice@example.com"), 60, "the receipt")[0]
+    (call,) = read_sidecars(env.tmp / "far")
+    assert call.ok and call.json["dialled"].endswith("12345678")
+    bob, dan = Store.open(cfg).get_job(job_id).recipients
+    assert (bob.state, bob.route) == ("sent", "phone")
+    assert (dan.state, dan.last_reason) == ("failed", "network_failed")
+    assert receipt["Subject"].startswith("Fax partly sent")
+    body = check_receipt_basics(receipt, job_id)
+    assert "(ok)" in body and "(network_failed)" in body
+    events = [(e.kind, e.recipient_idx) for e in Store.open(cfg).events(job_id)]
+    assert ("network_failed", 0) in events and ("network_failed", 1) in events
