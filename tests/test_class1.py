@@ -311,3 +311,17 @@ def test_a_modem_that_never_takes_data_is_a_modem_error_not_a_hang(tmp_path):
             assert time.monotonic() - started < 10
     finally:
         pty.close()
+
+
+def test_probe_refuses_a_modem_without_class_1():
+    from faxgate.faxd.modem import ModemNotFax
+
+    port = ScriptedPort(
+        {
+            b"ATZ": b"\r\nOK\r\n",
+            b"ATE0": b"ATE0\r\r\nOK\r\n",
+            b"AT+FCLASS=?": b"\r\n0,2,2.0\r\n\r\nOK\r\n",  # a Class 2-only modem
+        }
+    )
+    with pytest.raises(ModemNotFax, match="no fax class 1"):
+        reset_and_probe(Class1Modem(port))
