@@ -404,6 +404,15 @@ def test_no_common_modulation():
     assert result.reason == "training_failed"
 
 
+def test_nsf_before_csi_and_dis_is_skipped():
+    # NSF: T.35 country code, vendor code and private bytes; nothing we use.
+    nsf = rx(fr.NSF, bytes.fromhex("ad0059f0c1a2b3c4"), final=False)
+    replies = [nsf, CSI, DIS_V17, rx(fr.CFR), rx(fr.MCF)]
+    actions, result = drive(T30Sender("1", CodedPages(1), OPTS), replies)
+    assert result.ok and result.remote_ident == "+49 30 1234567"
+    assert [t[2] for t in result.transcript][:3] == ["NSF", "CSI", "DIS"]
+
+
 def test_outside_line_prefix_and_pauses_reach_the_dial_command():
     options = SenderOptions(dial_prefix="ATDP")
     actions, result = drive(T30Sender("9,W5550199", CodedPages(1), options), [ModemResult("BUSY")])
