@@ -199,3 +199,17 @@ def test_example_config_lists_every_key_with_its_default() -> None:
             value = data[name][key.name]
             assert value == getattr(getattr(defaults, name), key.name), f"[{name}] {key.name}"
     assert config.parse(data) == defaults  # no unknown keys, every value valid
+
+
+def test_admin_guide_main_cf_lines_are_the_snippet() -> None:
+    """The main.cf block in docs/admin-guide.md is deploy/postfix/main.cf.snippet's settings."""
+    root = EXAMPLE.parent.parent
+    snippet = [
+        line
+        for line in (root / "deploy" / "postfix" / "main.cf.snippet").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    guide = (root / "docs" / "admin-guide.md").read_text(encoding="utf-8")
+    section = guide[guide.index("## Wiring Postfix") :]
+    block = section.split("```\n", 2)[1]
+    assert block.splitlines() == snippet
