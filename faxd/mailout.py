@@ -31,6 +31,29 @@ def _raise_for_code(code: int, text: str) -> None:
     raise MailTemporaryError(text)
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def tls_context(smtp: Any) -> ssl.SSLContext:
+    """The TLS context for STARTTLS to ``smtp`` (an ``SmtpConfig``).
+
+    Opportunistic STARTTLS only protects against eavesdropping and must not stop
+    mail: like Postfix's ``may`` level it does not verify the certificate (a
+    stock Debian Postfix offers STARTTLS with its self-signed snakeoil
+    certificate). ``starttls = "required"``, or AUTH to a server not on
+    loopback (the password must not reach an impostor), verifies certificate
+    and name unless ``smtp.tls_verify`` is off."""
+    verify = smtp.tls_verify and (
+        smtp.starttls == "required" or (bool(smtp.user) and smtp.host not in LOOPBACK_HOSTS)
+    )
+    if verify:
+        return ssl.create_default_context()
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def send_mail(
     smtp: Any,
     message: EmailMessage,
@@ -41,9 +64,9 @@ def send_mail(
 
     ``envelope_from`` may be ``""`` (the null reverse-path that RFC 3834
     recommends for automatic replies, so bounces of receipts cannot loop).
-    STARTTLS follows ``smtp.starttls`` (off / opportunistic / required); AUTH
-    is used when ``smtp.user`` is set, and only over TLS unless the server is
-    on loopback.
+    STARTTLS follows ``smtp.starttls`` (off / opportunistic / required), with
+    certificate checks as :func:`tls_context` says; AUTH is used when
+    ``smtp.user`` is set, and only over TLS unless the server is on loopback.
     """
     where = f"{smtp.host}:{smtp.port}"
     try:
@@ -52,13 +75,13 @@ def send_mail(
             encrypted = False
             if smtp.starttls != "off":
                 if client.has_extn("starttls"):
-                    client.starttls(context=ssl.create_default_context())
+                    client.starttls(context=tls_context(smtp))
                     client.ehlo()
                     encrypted = True
                 elif smtp.starttls == "required":
                     raise MailTemporaryError(f"SMTP {where}: STARTTLS required but not offered")
             if smtp.user:
-                if not encrypted and smtp.host not in ("127.0.0.1", "::1", "localhost"):
+                if not encrypted and smtp.host not in LOOPBACK_HOSTS:
                     raise MailTemporaryError(
                         f"SMTP {where}: refusing to send the AUTH password without TLS"
                     )

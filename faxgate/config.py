@@ -223,6 +223,12 @@ class SmtpConfig:
         "STARTTLS: off, opportunistic (when offered) or required.",
         ("off", "opportunistic", "required"),
     )
+    tls_verify: bool = _opt(
+        True,
+        "Verify the server's certificate and name when STARTTLS is required or carries AUTH"
+        " to a remote server; opportunistic STARTTLS alone never verifies (like Postfix's"
+        " 'may'), so a self-signed certificate on the local Postfix does not stop mail.",
+    )
     user: str = _opt("", "SMTP AUTH login (empty: no AUTH).")
     password: str = _opt("", "SMTP AUTH password.")
     timeout_seconds: float = _opt(30.0, "Timeout of one SMTP conversation step.")

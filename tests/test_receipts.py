@@ -371,3 +371,53 @@ def test_receipt_or_fax_mail_sent_back_to_the_fax_address_is_not_faxed(tmp_path)
             )
             assert out.result == "discard", (msg["Subject"], envelope_sender, out)
     assert spool_mod.list_jobs(cfg.spool.directory) == []
+
+
+def test_starttls_with_a_self_signed_certificate(tmp_path) -> None:
+    """Like a stock Debian Postfix (snakeoil certificate): opportunistic STARTTLS
+    encrypts and delivers; required STARTTLS verifies and refuses the certificate
+    unless tls_verify is off; AUTH to a remote host is never sent over it."""
+    import ssl
+    import subprocess
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-subj", "/CN=snakeoil.invalid", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    class TlsCapture(Capture):
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802
+            self.messages.append((str(session.ssl is not None), [], envelope.content))
+            return "250 OK"
+
+    capture = TlsCapture()
+    port = free_port()
+    controller = Controller(capture, hostname="127.0.0.1", port=port, tls_context=context)
+    controller.start()
+    try:
+        job, progress = job_and_progress()
+        msg = receipts.build_acceptance(
+            job, progress, language="en", from_address="f@x", message_id="<a@x>", now=T0
+        )
+
+        def smtp(**kw) -> SmtpConfig:
+            return SmtpConfig(host="127.0.0.1", port=port, timeout_seconds=5, **kw)
+
+        mailout.send_mail(smtp(starttls="opportunistic"), msg, "", ["alice@example.com"])
+        assert [m[0] for m in capture.messages] == ["True"], "not sent over TLS"
+        with pytest.raises(mailout.MailTemporaryError, match="CERTIFICATE_VERIFY_FAILED"):
+            mailout.send_mail(smtp(starttls="required"), msg, "", ["alice@example.com"])
+        mailout.send_mail(
+            smtp(starttls="required", tls_verify=False), msg, "", ["alice@example.com"]
+        )
+        assert [m[0] for m in capture.messages] == ["True", "True"]
+        remote_auth = SmtpConfig(host="relay.example", user="u", password="p")
+        assert mailout.tls_context(remote_auth).verify_mode == ssl.CERT_REQUIRED
+        assert mailout.tls_context(smtp(user="u")).verify_mode == ssl.CERT_NONE  # loopback
+    finally:
+        controller.stop()
