@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, features
 
 from faxgate.faxd.page import LINES_PER_INCH, FaxPage
 from faxgate.faxd.t4 import (
@@ -32,6 +32,7 @@ from faxgate.faxd.t4 import (
     encode_packed,
     k_for_resolution,
     packed_to_image,
+    reverse_bits,
 )
 
 #: Most pages we read from one file; a hostile file must not make us loop.
@@ -117,12 +118,7 @@ def tiff_f_bytes(pages: Sequence[FaxPage], coding: Coding = "mr") -> bytes:
         width, height = page.image.size
         if page.resolution not in LINES_PER_INCH:
             raise ValueError(f"page {number + 1}: unknown resolution {page.resolution!r}")
-        if coding == "mmr":  # with EOFB, as libtiff writes G4 strips
-            strip = encode_image(page.image, "mmr", rtc=True)
-        else:
-            strip = encode_image(
-                page.image, coding, k=k_for_resolution(page.resolution), rtc=False, align_eol=True
-            )
+        strip = _encode_strip(page, coding)
         strip_at = len(out)
         out += strip
         if len(out) % 2:
@@ -157,6 +153,51 @@ def tiff_f_bytes(pages: Sequence[FaxPage], coding: Coding = "mr") -> bytes:
         out += _ifd(entries, ifd_at)
         link_at = ifd_at + 2 + 12 * len(entries)
     return bytes(out)
+
+
+def _encode_strip(page: FaxPage, coding: Coding) -> bytes:
+    """The page's strip: G4 with EOFB, as libtiff writes it; G3 EOL-aligned
+    without RTC. libtiff (through Pillow) codes it when its choice of K is
+    ours, several times faster than our numpy coder and bit-identical to it
+    (tests compare the two); otherwise our coder does."""
+    k = k_for_resolution(page.resolution)
+    if _LIBTIFF and (coding != "mr" or k == _libtiff_k(page.resolution)):
+        try:
+            return _libtiff_strip(page, coding)
+        except OSError:  # libtiff refused (odd sizes): our coder handles every page
+            pass
+    if coding == "mmr":
+        return encode_image(page.image, "mmr", rtc=True)
+    return encode_image(page.image, coding, k=k, rtc=False, align_eol=True)
+
+
+#: Pillow was built with libtiff (Debian's and the wheels' builds are).
+_LIBTIFF = features.check("libtiff")
+
+
+def _libtiff_k(resolution: str) -> int:
+    """libtiff's MR K: 4 above 150 lines per inch, else 2 (tif_fax3.c)."""
+    return 4 if LINES_PER_INCH[resolution] > 150 else 2
+
+
+def _libtiff_strip(page: FaxPage, coding: Coding) -> bytes:
+    """libtiff's strip for ``page``, bit-reversed to LSB first. Pillow stores
+    mode "1" white as 1 (BlackIsZero) and libtiff codes 0 bits as white, so
+    the image is inverted (through its packed bits: PIL stores mode "1"
+    pixels as 0/1 or 0/255 depending on their origin) to code the same runs."""
+    if page.image.mode != "1":
+        raise ValueError(f"fax coding needs a bilevel mode '1' image, not mode {page.image.mode!r}")
+    image = Image.frombytes("1", page.image.size, page.image.tobytes("raw", "1;I"))
+    options: dict = {"compression": "group4"}
+    if coding != "mmr":
+        fill_and_2d = T4_FILL_BITS | (T4_2D if coding == "mr" else 0)
+        options = {"compression": "group3", "tiffinfo": {T4_OPTIONS: fill_and_2d}}
+    dpi = (204, LINES_PER_INCH[page.resolution])
+    out = io.BytesIO()
+    image.save(out, "TIFF", strip_size=1 << 30, dpi=dpi, **options)
+    with Image.open(out) as written:
+        (offset,), (count,) = written.tag[STRIP_OFFSETS], written.tag[STRIP_BYTE_COUNTS]
+    return reverse_bits(out.getbuffer()[offset : offset + count].tobytes())
 
 
 def write_tiff_f(path: str | Path, pages: Sequence[FaxPage], coding: Coding = "mr") -> None:
