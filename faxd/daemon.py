@@ -112,6 +112,8 @@ class StoppablePages(ImagePages):
 class CallInProgress:
     """What faxd knows of a running call, to decide how to stop it."""
 
+    job_id: str
+    idx: int
     pages: StoppablePages
     total: int
     first_page: int
@@ -555,6 +557,13 @@ class FaxDaemon:
             self._save(aj, *changed)
             for rec in changed:
                 self._event(aj, action, f"now {rec.state}", rec.idx)
+            if action == "cancel":
+                for call in self.calls.values():
+                    if call.job_id == job_id and p.recipients[call.idx].cancel_requested:
+                        call.end_after_current_page()
+                        self._event(
+                            aj, "cancel", f"call ends after page {call.confirmed + 1}", call.idx
+                        )
             self.cond.notify_all()
 
     # ------------------------------------------------------------ housekeeping
@@ -844,7 +853,7 @@ class FaxDaemon:
         try:
             full = self._pages_for(aj, rec.idx, first_page)
             pages = StoppablePages(full)
-            call = CallInProgress(pages, len(full), first_page, first_page)
+            call = CallInProgress(aj.job_id, rec.idx, pages, len(full), first_page, first_page)
             with self.cond:
                 self.calls[modem.device] = call
                 if self.stopping.is_set():  # SIGTERM came while this call was picked

@@ -548,3 +548,25 @@ def test_network_delivery_refused_for_good_falls_back_to_the_phone_number(env) -
     assert "(ok)" in body and "(network_failed)" in body
     events = [(e.kind, e.recipient_idx) for e in Store.open(cfg).events(job_id)]
     assert ("network_failed", 0) in events and ("network_failed", 1) in events
+
+
+def test_cancel_during_a_call_ends_it_after_the_page_being_sent(env, capsys) -> None:
+    devices, _ = env.line(["modem0"], LineOptions(pacing=12))
+    capture = env.smtp()
+    cfg = env.config(devices)
+    env.faxd(cfg)
+    text = "\f".join(f"Page {n}\n" + "text line\n" * 30 for n in range(1, 7))
+    job_id = submit(cfg, "12345678/Changed Mind", text=text)
+    job_dir = Path(cfg.spool.directory) / "active" / job_id
+    wait_until(
+        lambda: (s := faxd.read_state(job_dir)) and s.recipients[0].pages_confirmed >= 1,
+        60,
+        "the first page confirmed",
+    )
+    assert main(["--config", str(cfg.source), "jobs", "cancel", job_id]) == 0
+    receipt = wait_until(lambda: capture.parsed("alice@example.com"), 60, "the receipt")[0]
+    (call,) = read_sidecars(env.tmp / "far")
+    assert call.result == "ok" and 1 <= call.pages < 6, "not ended cleanly at a page boundary"
+    assert receipt["Subject"].startswith("Fax cancelled")
+    body = receipt.get_body(("plain",)).get_content()
+    assert "(cancelled)" in body and f"{call.pages} of 6" in body

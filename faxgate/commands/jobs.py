@@ -181,7 +181,7 @@ def recipient_row(r: JobRecipient) -> tuple:
 
 
 CONTROL_HELP = {
-    "cancel": "cancel a job's waiting recipients (a call in progress ends first)",
+    "cancel": "cancel a job: waiting recipients at once, a call after the page being sent",
     "retry": "make a job's waiting recipients due now",
     "hold": "stop dialling a job's waiting recipients until released",
     "release": "let held recipients be dialled again",
