@@ -227,3 +227,64 @@ def test_local_modem_failure_costs_no_dial() -> None:
         POLICY, job, rec, q.CallOutcome(ok=False, reason="modem_error", dialled=False), T0 + 1
     )
     assert (rec.state, rec.dials, rec.next_try) == (q.PENDING, 0, T0 + 61)
+
+
+def test_call_faxd_ended_early_charges_no_try_and_is_due_at_once() -> None:
+    from types import SimpleNamespace
+
+    job = make_job(pages=5)
+    rec = job.recipients[0]
+    first = q.begin_call(rec, T0)
+    result = SimpleNamespace(
+        ok=True,
+        reason=None,
+        pages_confirmed=2,
+        reached_fax_carrier=True,
+        remote_ident="+86 755 1",
+        bit_rate=9600,
+        resolution="fine",
+        line_seconds=40.0,
+        message="2 page(s) sent",
+        dials=1,
+    )
+    outcome = q.CallOutcome.from_result(result, first, pages_total=5, interrupted=True)
+    assert (outcome.ok, outcome.reason, outcome.interrupted) == (False, "interrupted", True)
+    q.apply_call(POLICY, job, rec, outcome, T0 + 50)
+    assert (rec.state, rec.next_try, rec.tries, rec.dials) == (q.PENDING, T0 + 50, 0, 1)
+    assert rec.pages_confirmed == 2 and rec.last_call_reason == "interrupted"
+    # Ended early after the last page anyway: that is a full success.
+    whole = q.CallOutcome.from_result(result, 3, pages_total=5, interrupted=True)
+    assert whole.ok and not whole.interrupted
+    # A call that failed on its own is a failure like any other, stop or not.
+    failed = SimpleNamespace(**{**vars(result), "ok": False, "reason": "remote_hangup"})
+    outcome = q.CallOutcome.from_result(failed, 0, pages_total=5, interrupted=True)
+    assert (outcome.reason, outcome.interrupted) == ("remote_hangup", False)
+
+
+def test_cancel_requested_during_a_cut_call_cancels() -> None:
+    job = make_job(pages=5)
+    rec = job.recipients[0]
+    q.begin_call(rec, T0)
+    assert q.cancel(job, T0 + 1) == [] and rec.cancel_requested
+    cut = q.CallOutcome(
+        ok=False,
+        reason="interrupted",
+        interrupted=True,
+        pages_confirmed=2,
+        reached_fax_carrier=True,
+    )
+    q.apply_call(POLICY, job, rec, cut, T0 + 20)
+    assert (rec.state, rec.last_reason, rec.pages_confirmed) == (q.CANCELLED, "cancelled", 2)
+    assert job.outcome == "cancelled"
+
+
+def test_job_priority_names_and_numbers(tmp_path) -> None:
+    from faxgate import config
+    from faxgate.faxd.daemon import FaxDaemon
+
+    cfg = config.parse({"spool": {"directory": str(tmp_path)}, "faxd": {"default_priority": 100}})
+    daemon = FaxDaemon(cfg)
+    ranks = [daemon._priority({"priority": p}) for p in ("high", "normal", "low", None)]
+    assert ranks == [36, 100, 164, 100]
+    assert daemon._priority({"priority": 7}) == 7 and daemon._priority({"priority": 999}) == 255
+    assert daemon._priority({}) == 100
