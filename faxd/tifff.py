@@ -29,7 +29,6 @@ from faxgate.faxd.t4 import (
     Coding,
     decode_packed,
     encode_image,
-    encode_packed,
     k_for_resolution,
     packed_to_image,
     reverse_bits,
@@ -327,9 +326,9 @@ def _page(tiff: _Tiff, tags: dict[int, tuple], number: int) -> FaxPage:
         offset, count = int(offsets[0]), int(counts[0])
         if offset >= 0 and count >= 0 and offset + count <= len(tiff.data):
             strip = tiff.data[offset : offset + count]
-            packed = _decode_own_strip(strip, width, height, coding, resolution)
-            if packed is not None:
-                return FaxPage(image=packed_to_image(packed, width), resolution=resolution)
+            page = _decode_own_strip(strip, width, height, coding, resolution)
+            if page is not None:
+                return page
     strips = []
     remaining = height
     for offset, count in zip(map(int, offsets), map(int, counts), strict=True):
@@ -358,29 +357,23 @@ def _page(tiff: _Tiff, tags: dict[int, tuple], number: int) -> FaxPage:
 
 def _decode_own_strip(
     strip: bytes, width: int, height: int, coding: Coding, resolution: str
-) -> np.ndarray | None:
+) -> FaxPage | None:
     """Fast path for strips as :func:`tiff_f_bytes` writes them (faxd reloads
     its own pages.tif): libtiff decodes (through Pillow, a few ms a page
-    against 100+ ms for our Python decoder), and our encoder must reproduce the
-    strip bit for bit from the result, which proves the pixels right.
-    None when the strip is not ours or libtiff fails: the caller then decodes
-    strictly."""
+    against 100+ ms for our Python decoder), and our writer's coder must
+    reproduce the strip bit for bit from the result, which proves the pixels
+    right. None when the strip is not ours or libtiff fails: the caller then
+    decodes strictly."""
     tiff = _single_strip_tiff(strip, width, height, coding)
     try:
         with Image.open(io.BytesIO(tiff)) as image:
             image.load()
             if image.mode != "1" or image.size != (width, height):
                 return None
-            raw = image.tobytes("raw", "1;I")
+            page = FaxPage(image=image.copy(), resolution=resolution)  # type: ignore[arg-type]
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
-    packed = np.frombuffer(raw, dtype=np.uint8).reshape(height, (width + 7) // 8)
-    if coding == "mmr":
-        again = encode_packed(packed, width, "mmr", rtc=True)
-    else:
-        k = k_for_resolution(resolution)
-        again = encode_packed(packed, width, coding, k=k, rtc=False, align_eol=True)
-    return packed if again == strip else None
+    return page if _encode_strip(page, coding) == strip else None
 
 
 def _single_strip_tiff(strip: bytes, width: int, height: int, coding: Coding) -> bytes:
