@@ -360,6 +360,10 @@ def test_no_answer_until_expiry_gives_failure_receipt(env) -> None:
     assert "(expired)" in body and "(no_answer)" in body and "0 of 3" in body
     assert all(c.result == "no_answer" for c in read_sidecars(env.tmp / "far"))
     assert job_state(cfg, job_id) == "failed"
+    from faxgate.commands.status import collect
+
+    errors = collect(cfg)["recent_errors"]
+    assert any(e["kind"] == "failed" and e["job_id"] == job_id for e in errors), errors
     wait_until((Path(cfg.spool.directory) / "failed" / job_id).is_dir, 10, "job in failed/")
 
 
