@@ -15,7 +15,7 @@ with fsync before Postfix answers; without it, it is merely relayed).
 
 Run as root from the repository root::
 
-    .venv/bin/python bench/bench_milter.py [--messages 1000] [--clients 4]
+    .venv/bin/python bench/bench_milter.py [--messages 1000] [--clients 4] [--unix]
 """
 
 from __future__ import annotations
@@ -41,7 +41,13 @@ from aiosmtpd.controller import Controller
 from PIL import Image
 
 from faxgate.faxd import spool
-from faxgate.postfix_instance import MilterProcess, PostfixInstance, free_port, wait_for_port
+from faxgate.postfix_instance import (
+    MilterProcess,
+    PostfixInstance,
+    free_port,
+    wait_for_port,
+    wait_for_unix_socket,
+)
 from faxgate.store import Store
 
 FAX = "fax@fax.example.com"
@@ -154,6 +160,11 @@ def main() -> int:
         default=1,
         help="ordinary messages per SMTP connection in the throughput phase",
     )
+    parser.add_argument(
+        "--unix",
+        action="store_true",
+        help="both milters on Unix sockets instead of inet:127.0.0.1 (as deploy/postfix allows)",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench_milter: run as root (it starts a private Postfix)", file=sys.stderr)
@@ -174,8 +185,15 @@ def main() -> int:
     )
     store = Store(base / "faxgate.db")
     store.add_sender(ALICE, "Bench")
-    milter = MilterProcess(config, free_port(), base / "milter.log")
     plain_port, empty_port, empty_milter_port = free_port(), free_port(), free_port()
+    if args.unix:
+        milter = MilterProcess(config, None, base / "milter.log", unix_socket=base / "faxgate.sock")
+        empty_socket = f"unix:{base / 'empty.sock'}"
+        empty_address = empty_socket
+    else:
+        milter = MilterProcess(config, free_port(), base / "milter.log")
+        empty_socket = f"inet:{empty_milter_port}@127.0.0.1"
+        empty_address = f"inet:127.0.0.1:{empty_milter_port}"
     mta = PostfixInstance(
         base / "postfix",
         free_port(),
@@ -183,16 +201,23 @@ def main() -> int:
         milter=milter.postfix_address,
         extra_listeners={
             plain_port: {"smtpd_milters": ""},
-            empty_port: {"smtpd_milters": f"inet:127.0.0.1:{empty_milter_port}"},
+            empty_port: {"smtpd_milters": empty_address},
         },
         settings={"default_process_limit": "200"},
     )
     empty = subprocess.Popen(
-        [sys.executable, "-c", EMPTY_MILTER, f"inet:{empty_milter_port}@127.0.0.1"], cwd=base
+        [sys.executable, "-c", EMPTY_MILTER, empty_socket],
+        cwd=base,
+        # A Unix socket Postfix's smtpd (user postfix) may use, as MilterProcess sets up.
+        group="postfix" if args.unix else None,
+        umask=0o007 if args.unix else -1,
     )
     try:
         milter.start()
-        wait_for_port(empty_milter_port)
+        if args.unix:
+            wait_for_unix_socket(base / "empty.sock")
+        else:
+            wait_for_port(empty_milter_port)
         mta.start()
         ports = {"plain": plain_port, "empty": empty_port, "faxgate": mta.smtp_port}
         return run(args, mta, ports, spool_dir, milter, empty.pid)
@@ -269,7 +294,8 @@ def run(
     print("load average (1, 5, 15 min) at the end: {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
     print(
         f"\nordinary mail throughput, {args.clients} concurrent clients, "
-        f"{args.per_connection} message(s) per SMTP connection"
+        f"{args.per_connection} message(s) per SMTP connection, "
+        f"milters on {'Unix' if args.unix else 'inet'} sockets"
     )
     print(f"  {'listener':32} {'msgs/s':>8} {'vs none':>8} {'round ratios (median, min-max)':>32}")
     labels = {
