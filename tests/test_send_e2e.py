@@ -151,7 +151,7 @@ def test_turnaround_after_each_received_frame_takes_milliseconds(line, tmp_path,
     ]
     assert len(gaps) >= 5  # CSI, DIS, CFR, MCF, MCF
     # the second page is coded in one of these gaps (fine, MR): still well inside
-    assert statistics.median(gaps) < 0.02 and max(gaps) < 0.25, gaps
+    assert statistics.median(gaps) < 0.02 and max(gaps) < 0.5, gaps
 
 
 def test_far_end_offering_ecm_gets_a_plain_call(line, tmp_path):
@@ -167,18 +167,20 @@ def test_far_end_offering_ecm_gets_a_plain_call(line, tmp_path):
 
 
 def test_realistic_line_noise_costs_nothing(line, tmp_path):
-    # Line and sender both at TIME_SCALE pacing, so the sender's line_seconds
-    # (its clock × time_scale) must agree with the far end's sample clock.
-    sim = line(noise_dbm0=-60.0, pacing=TIME_SCALE)
+    sim = line(noise_dbm0=-60.0)
     pages = ImagePages([make_page("fine", 5)])
     result = send_fax(str(sim.device), "5550199", pages, options(tmp_path))
     assert result.ok and result.bit_rate == 14400, result.message
     (received,) = sim.wait_for_fax(1, timeout=30)
     assert received.ok and received.json["bad_rows"] == 0
     assert_pixel_identical(received, pages, "fine")
-    # Ours runs from ATD to on-hook, the far end's to the end of its session;
-    # a loaded host only slows line time, which makes ours longer, never shorter.
-    assert 0.9 * received.line_seconds <= result.line_seconds <= 2 * received.line_seconds + 2
+    # The sender's line_seconds is its clock × time_scale; the line runs PACING /
+    # TIME_SCALE times faster than that (the tests' slack), so scaled back it must
+    # match the far end's sample clock. Ours runs from ATD to on-hook, the far
+    # end's to the end of its session; a loaded host only slows line time, which
+    # makes ours longer, never shorter.
+    ours = result.line_seconds * PACING / TIME_SCALE
+    assert 0.9 * received.line_seconds <= ours <= 2 * received.line_seconds + 2
     assert result.transcript[-1][0] <= result.line_seconds
 
 
