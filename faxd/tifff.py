@@ -12,6 +12,9 @@ layout are decoded by libtiff and proven by re-encoding (see
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import io
 import os
 import struct
@@ -20,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, features
+from PIL import Image
 
 from faxgate.faxd.page import LINES_PER_INCH, FaxPage
 from faxgate.faxd.t4 import (
@@ -31,7 +34,6 @@ from faxgate.faxd.t4 import (
     encode_image,
     k_for_resolution,
     packed_to_image,
-    reverse_bits,
 )
 
 #: Most pages we read from one file; a hostile file must not make us loop.
@@ -156,22 +158,49 @@ def tiff_f_bytes(pages: Sequence[FaxPage], coding: Coding = "mr") -> bytes:
 
 def _encode_strip(page: FaxPage, coding: Coding) -> bytes:
     """The page's strip: G4 with EOFB, as libtiff writes it; G3 EOL-aligned
-    without RTC. libtiff (through Pillow) codes it when its choice of K is
-    ours, several times faster than our numpy coder and bit-identical to it
-    (tests compare the two); otherwise our coder does."""
+    without RTC. The system's libtiff codes it when its choice of K is ours,
+    several times faster than our numpy coder and bit-identical to it (tests
+    compare the two); otherwise our coder does."""
+    if page.image.mode != "1":
+        raise ValueError(f"fax coding needs a bilevel mode '1' image, not mode {page.image.mode!r}")
     k = k_for_resolution(page.resolution)
-    if _LIBTIFF and (coding != "mr" or k == _libtiff_k(page.resolution)):
+    if _libtiff() is not None and (coding != "mr" or k == _libtiff_k(page.resolution)):
         try:
             return _libtiff_strip(page, coding)
-        except OSError:  # libtiff refused (odd sizes): our coder handles every page
+        except OSError:  # libtiff refused (odd sizes, no space in /tmp): our coder can
             pass
     if coding == "mmr":
         return encode_image(page.image, "mmr", rtc=True)
     return encode_image(page.image, coding, k=k, rtc=False, align_eol=True)
 
 
-#: Pillow was built with libtiff (Debian's and the wheels' builds are).
-_LIBTIFF = features.check("libtiff")
+@functools.cache
+def _libtiff() -> ctypes.CDLL | None:
+    """The system's libtiff (Debian libtiff6, which libtiff-tools pulls in),
+    or None; its error and warning printers are switched off, since failures
+    are reported through return values and handled by falling back."""
+    name = ctypes.util.find_library("tiff")
+    if name is None:
+        return None
+    try:
+        lib = ctypes.CDLL(name)
+    except OSError:
+        return None
+    lib.TIFFOpen.restype = ctypes.c_void_p
+    lib.TIFFOpen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    lib.TIFFSetField.restype = ctypes.c_int
+    lib.TIFFWriteEncodedStrip.restype = ctypes.c_ssize_t
+    lib.TIFFWriteEncodedStrip.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_uint32,
+        ctypes.c_void_p,
+        ctypes.c_ssize_t,
+    ]
+    lib.TIFFClose.argtypes = [ctypes.c_void_p]
+    lib.TIFFSetErrorHandler.argtypes = lib.TIFFSetWarningHandler.argtypes = [ctypes.c_void_p]
+    lib.TIFFSetErrorHandler(None)
+    lib.TIFFSetWarningHandler(None)
+    return lib
 
 
 def _libtiff_k(resolution: str) -> int:
@@ -180,23 +209,51 @@ def _libtiff_k(resolution: str) -> int:
 
 
 def _libtiff_strip(page: FaxPage, coding: Coding) -> bytes:
-    """libtiff's strip for ``page``, bit-reversed to LSB first. Pillow stores
-    mode "1" white as 1 (BlackIsZero) and libtiff codes 0 bits as white, so
-    the image is inverted (through its packed bits: PIL stores mode "1"
-    pixels as 0/1 or 0/255 depending on their origin) to code the same runs."""
-    if page.image.mode != "1":
-        raise ValueError(f"fax coding needs a bilevel mode '1' image, not mode {page.image.mode!r}")
-    image = Image.frombytes("1", page.image.size, page.image.tobytes("raw", "1;I"))
-    options: dict = {"compression": "group4"}
-    if coding != "mmr":
-        fill_and_2d = T4_FILL_BITS | (T4_2D if coding == "mr" else 0)
-        options = {"compression": "group3", "tiffinfo": {T4_OPTIONS: fill_and_2d}}
-    dpi = (204, LINES_PER_INCH[page.resolution])
-    out = io.BytesIO()
-    image.save(out, "TIFF", strip_size=1 << 30, dpi=dpi, **options)
-    with Image.open(out) as written:
-        (offset,), (count,) = written.tag[STRIP_OFFSETS], written.tag[STRIP_BYTE_COUNTS]
-    return reverse_bits(out.getbuffer()[offset : offset + count].tobytes())
+    """libtiff's strip for ``page``: rows packed with 1 = black (how libtiff's
+    fax coder reads WhiteIsZero data) go in through TIFFWriteEncodedStrip
+    into a scratch file, FillOrder 2 makes the strip LSB first."""
+    lib = _libtiff()
+    assert lib is not None
+    width, height = page.image.size
+    rows = page.image.tobytes("raw", "1;I")
+    fd, scratch = tempfile.mkstemp(prefix="faxgate-strip-", suffix=".tif")
+    os.close(fd)
+    try:
+        tif = lib.TIFFOpen(scratch.encode(), b"w")
+        if not tif:
+            raise OSError(f"libtiff cannot open {scratch}")
+        handle = ctypes.c_void_p(tif)
+        try:
+            fields = [
+                (IMAGE_WIDTH, width),
+                (IMAGE_LENGTH, height),
+                (BITS_PER_SAMPLE, 1),
+                (SAMPLES_PER_PIXEL, 1),
+                (PHOTOMETRIC, 0),
+                (FILL_ORDER, 2),
+                (ROWS_PER_STRIP, height),
+                (RESOLUTION_UNIT, 2),
+                (COMPRESSION, COMPRESSION_G4 if coding == "mmr" else COMPRESSION_G3),
+            ]
+            if coding != "mmr":
+                fields.append((T4_OPTIONS, T4_FILL_BITS | (T4_2D if coding == "mr" else 0)))
+            for tag, value in fields:
+                if not lib.TIFFSetField(handle, ctypes.c_uint32(tag), ctypes.c_uint32(value)):
+                    raise OSError(f"libtiff refused tag {tag}")
+            lines = ctypes.c_double(LINES_PER_INCH[page.resolution])  # sets libtiff's K
+            if not lib.TIFFSetField(handle, ctypes.c_uint32(Y_RESOLUTION), lines):
+                raise OSError("libtiff refused the resolution")
+            if lib.TIFFWriteEncodedStrip(handle, 0, rows, len(rows)) < 0:
+                raise OSError("libtiff could not code the page")
+        finally:
+            lib.TIFFClose(handle)
+        data = Path(scratch).read_bytes()
+    finally:
+        os.unlink(scratch)
+    tiff = _Tiff(data, scratch)
+    tags, _ = tiff.ifd(tiff.unpack("I", 4)[0])
+    (offset,), (count,) = tags[STRIP_OFFSETS], tags[STRIP_BYTE_COUNTS]
+    return data[offset : offset + count]
 
 
 def write_tiff_f(path: str | Path, pages: Sequence[FaxPage], coding: Coding = "mr") -> None:

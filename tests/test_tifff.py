@@ -67,12 +67,12 @@ def libtiff_frames(path: Path) -> list[Image.Image]:
 def numpy_coder() -> Iterator[None]:
     """Strips coded by our numpy coder, not libtiff: what libtiff then decodes
     is an independent check of our coder."""
-    saved = tifff._LIBTIFF
-    tifff._LIBTIFF = False
+    saved = tifff._libtiff
+    tifff._libtiff = lambda: None
     try:
         yield
     finally:
-        tifff._LIBTIFF = saved
+        tifff._libtiff = saved
 
 
 @pytest.mark.parametrize("coding", CODINGS)
@@ -333,8 +333,10 @@ def test_damaged_files_raise_value_errors_only(
 
 
 def test_pillow_decodes_fax_tiffs_with_libtiff() -> None:
-    """The cross-checks above only mean something with libtiff doing the decoding."""
+    """The cross-checks above only mean something with libtiff doing the decoding,
+    and the libtiff-coder comparisons only with the system's libtiff found."""
     assert features.check("libtiff")
+    assert tifff._libtiff() is not None
 
 
 @pytest.mark.parametrize("coding", CODINGS)
@@ -379,3 +381,12 @@ def test_strips_not_in_our_layout_are_decoded_strictly(
     (back,) = read_tiff_f(path)
     assert calls == [coding]
     assert back.image.tobytes() == page.image.tobytes()
+
+
+def test_our_coder_takes_over_when_libtiff_cannot_work(
+    pages: list[FaxPage], tmp_path: Path, monkeypatch
+) -> None:
+    with numpy_coder():
+        expected = tiff_f_bytes(pages, "mmr")
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "missing"))  # no scratch file
+    assert tiff_f_bytes(pages, "mmr") == expected
