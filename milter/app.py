@@ -35,6 +35,7 @@ from typing import Any
 import Milter
 
 from faxgate.config import Config
+from faxgate.errors import ConfigError, TemporaryError
 from faxgate.faxd import spool
 from faxgate.grammar.subject import SubjectError, parse_subject
 from faxgate.milter import rules
@@ -74,6 +75,23 @@ class Runtime:
     def create(cls, config: Config, store: Store | None = None) -> Runtime:
         addresses = frozenset(_envelope_address(a).lower() for a in config.milter.fax_addresses)
         return cls(config, store or Store.open(config), addresses)
+
+
+#: What libmilter accepts as ``[milter] socket`` (``local:`` is an alias of ``unix:``).
+_SOCKET_SPEC = re.compile(r"(?:inet6?:\d{1,5}(?:@[^\s@]+)?|(?:unix|local):/\S+)")
+
+
+class MilterSocketError(TemporaryError):
+    """The milter cannot listen on its socket (port in use, directory missing...)."""
+
+
+def check_socket_spec(spec: str) -> None:
+    """ConfigError unless ``spec`` is ``inet:PORT@HOST``, ``inet6:...`` or ``unix:/PATH``."""
+    if not _SOCKET_SPEC.fullmatch(spec.strip()):
+        raise ConfigError(
+            f"[milter] socket = {spec!r}: expected 'inet:PORT@HOST' (e.g. inet:8899@127.0.0.1)"
+            " or 'unix:/ABSOLUTE/PATH'"
+        )
 
 
 def _envelope_address(value: str) -> str:
@@ -496,7 +514,12 @@ class FaxMilter(Milter.Base):
 
 
 def run(config: Config, store: Store | None = None) -> None:
-    """Serve ``[milter] socket`` until SIGTERM/SIGINT (blocks; one thread per connection)."""
+    """Serve ``[milter] socket`` until SIGTERM/SIGINT (blocks; one thread per connection).
+
+    Raises ConfigError for a malformed socket and MilterSocketError when
+    libmilter cannot listen there or stops serving.
+    """
+    check_socket_spec(config.milter.socket)
     runtime = Runtime.create(config, store)
     # sniff() imports the PDF libraries on first use; do it now, not in the first fax's reply.
     import pypdf  # noqa: F401
@@ -517,5 +540,11 @@ def run(config: Config, store: Store | None = None) -> None:
         ", ".join(sorted(runtime.fax_addresses)),
     )
     started = time.monotonic()
-    Milter.runmilter("faxgate", config.milter.socket, timeout=240)
+    try:
+        Milter.runmilter("faxgate", config.milter.socket.strip(), timeout=240)
+    except Milter.milter.error as exc:
+        raise MilterSocketError(
+            f"milter on {config.milter.socket}: {exc} (port in use? socket directory missing"
+            " or not writable?)"
+        ) from None
     log.info("faxgate milter stopped after %.0f s", time.monotonic() - started)

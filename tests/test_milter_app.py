@@ -351,6 +351,7 @@ def test_bounces_and_automatic_mail_are_never_faxed(
     out = gw.send(fax_mail(headers=headers), sender=sender)
     assert out.result == "discard"
     assert gw.jobs() == []
+    assert gw.event_kinds() == ["ignored"]  # the decision is in the event log
     mixed = gw.send(fax_mail(headers=headers), sender=sender, recipients=(FAX, "x@example.org"))
     assert (mixed.result, mixed.deleted_recipients) == ("accept", [f"<{FAX}>"])
 
@@ -741,3 +742,60 @@ def test_encoded_display_name_cannot_smuggle_an_address(gw: Gateway) -> None:
     )
     assert gw.send(ok).result == "discard"
     assert gw.jobs()[0]["from_header"] == "张三 <alice@example.com>"
+
+
+# ---- the milter's socket ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "ok"),
+    [
+        ("inet:8899@127.0.0.1", True),
+        ("inet:8899", True),
+        ("inet6:8899@[::1]", True),
+        ("unix:/run/faxgate/milter.sock", True),
+        ("local:/var/spool/postfix/faxgate/milter.sock", True),
+        ("unix:relative.sock", False),
+        ("inet:127.0.0.1:8899", False),  # Postfix's spelling, not libmilter's
+        ("bogus:thing", False),
+        ("", False),
+    ],
+)
+def test_socket_spec_is_checked_before_listening(spec: str, ok: bool) -> None:
+    from faxgate.errors import ConfigError
+    from faxgate.milter.app import check_socket_spec
+
+    if ok:
+        check_socket_spec(spec)
+    else:
+        with pytest.raises(ConfigError, match=r"\[milter\] socket"):
+            check_socket_spec(spec)
+
+
+def test_milter_command_reports_a_socket_it_cannot_listen_on(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+
+    config = tmp_path / "faxgate.toml"
+    config.write_text(
+        f'[store]\npath = "{tmp_path / "db"}"\n[spool]\ndirectory = "{tmp_path / "spool"}"\n'
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for spec, code, words in [
+            (f"inet:{port}@127.0.0.1", 1, "port in use?"),
+            (f"unix:{tmp_path}/missing/milter.sock", 1, "socket directory missing"),
+            ("inet:127.0.0.1:8899", 2, "expected 'inet:PORT@HOST'"),
+        ]:
+            done = subprocess.run(
+                [sys.executable, "-m", "faxgate.cli", "--config", str(config), "milter"]
+                + ["--socket", spec],
+                cwd=tmp_path,  # not the source tree: its milter/ would shadow pymilter's
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert done.returncode == code, done.stderr
+            assert words in done.stderr and "Traceback" not in done.stderr, done.stderr
