@@ -275,6 +275,7 @@ class FaxMilter(Milter.Base):
             auth_login=self.auth_login,
             authentication_results=self._header_values("authentication-results"),
             sender=store.get_sender(self.mail_from),
+            message_id=(self._header_values("message-id") or [""])[0],
         )
         rejection = rules.first_rejection(rules.SENDER_RULES, facts)
         if rejection is not None:
@@ -360,7 +361,7 @@ class FaxMilter(Milter.Base):
                 }
             )
         now = datetime.now(UTC)
-        message_id = (self._header_values("message-id") or [""])[0]
+        message_id = facts.message_id
         job = {
             "id": spool.new_job_id(now),
             "sender": facts.sender.email,

@@ -639,6 +639,17 @@ def test_daily_quota(gw: Gateway) -> None:
     assert "quota" in out.text
 
 
+def test_resend_of_the_last_job_within_quota_is_a_duplicate_not_a_quota_bounce(
+    gw: Gateway,
+) -> None:
+    gw.store.update_sender(ALICE, jobs_per_day=1)
+    raw = fax_mail(subject="755-83235170")
+    assert gw.send(raw).result == "discard"
+    again = gw.send(raw)  # the client timed out after DATA and sends it again
+    assert again.result == "discard", again
+    assert len(gw.jobs()) == 1 and gw.event_kinds()[-1] == "duplicate"
+
+
 def test_international_needs_permission(gw: Gateway) -> None:
     out = gw.send(fax_mail(subject="755-83235170; 1-212-5551234/NY"))
     assert (out.code, out.reply[1]) == ("550", "5.7.1")

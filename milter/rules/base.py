@@ -39,6 +39,7 @@ class Facts:
     auth_login: str | None  # {auth_authen}
     authentication_results: list[str]  # every Authentication-Results header value
     sender: Sender | None = None  # the registered sender of the envelope address
+    message_id: str = ""  # the Message-ID header as decoded ("" if none)
     recipients: list[Recipient] = field(default_factory=list)
 
     @property
