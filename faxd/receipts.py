@@ -211,6 +211,7 @@ def build_receipt(
         queued=queued,
         pages_total=progress.pages_total,
         recipients="\n".join(blocks),
+        thumbnail_note=t["thumbnail_note"] if first_page is not None else "",
     )
     msg = EmailMessage()
     _headers(

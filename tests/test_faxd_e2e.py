@@ -301,6 +301,7 @@ def test_three_recipients_over_two_lines_at_once(env) -> None:
         assert f": {name}" in body
     assert receipt_for(capture, job_id)["Subject"].startswith("Fax sent")
     assert job_state(cfg, job_id) == "done"
+    assert len(capture.parsed("alice@example.com")) == 1  # no acceptance notice by default
     done = Path(cfg.spool.directory) / "done" / job_id / "state.json"
     wait_until(done.exists, 10, "the job moved to done/")
 
@@ -474,6 +475,7 @@ def test_document_that_cannot_be_rendered_fails_with_a_receipt(env) -> None:
     assert receipt["Subject"].startswith("Fax NOT sent")
     body = receipt.get_body(("plain",)).get_content()
     assert "(render_failed)" in body and "doc.pdf: the PDF is damaged" in body
+    assert "page 1" not in body and not list(receipt.iter_attachments())  # nothing was sent
     assert job_state(cfg, job_id) == "failed"
 
 

@@ -161,7 +161,7 @@ def test_receipt_content_and_headers(language: str) -> None:
     assert t["status"]["sent"] in body and t["status"]["failed"] in body
     assert "(busy)" in body and "(ok)" in body and "14400 bit/s" in body
     assert "3 / 3" in body if language == "zh" else "3 of 3" in body
-    assert job["id"] in body
+    assert job["id"] in body and t["thumbnail_note"].strip() in body
     parts = {p.get_content_type(): p.get_content() for p in parsed.iter_attachments()}
     thumb = Image.open(io.BytesIO(parts["image/png"]))
     thumb.verify()
