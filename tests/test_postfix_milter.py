@@ -88,6 +88,7 @@ class Site:
     milter_down_port: int
     plain_port: int
     unix_port: int
+    unix_milter_log: Path
 
 
 def _write_config(path: Path, base: Path, spool_dir: Path) -> None:
@@ -155,6 +156,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Any:
             milter_down_port,
             plain_port,
             unix_port,
+            on_unix.log_path,
         )
     finally:
         mta.stop()
@@ -348,6 +350,7 @@ def test_milter_on_unix_socket(site: Site) -> None:
     assert code == 250, reply
     (job,) = jobs_with(site.spool_dir, message_id)
     assert job["recipients"][0]["name1"] == "Unix"
+    assert f"accepted: from=<{ALICE}> job {job['id']}" in site.unix_milter_log.read_text()
     bad, _ = fax_mail(subject="755-8323517x")
     code, reply = send(site.unix_port, bad, [FAX])
     assert code == 550 and reply.startswith(b"5.6.0"), reply
