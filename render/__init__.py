@@ -198,6 +198,10 @@ def _render_one(
         from faxgate.render.text import render_text
 
         text = decode_text(document.data, kind.encoding or "utf-8")
+        if kind.format == "html":
+            from faxgate.render.htmltext import html_to_text
+
+            text = html_to_text(text)
         return [
             FaxPage(image, resolution) for image in render_text(text, name, geometry, max_pages)
         ]

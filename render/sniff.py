@@ -10,6 +10,7 @@ directories, and never decompresses or renders anything.
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zipfile
 from dataclasses import dataclass
@@ -108,14 +109,31 @@ def sniff(data: bytes, filename: str | None = None, content_type: str | None = N
     if data.startswith(_WRITE_MAGIC):
         return Sniffed("office", "wri")
     _reject_known_binary(data, filename)
-    encoding = charsets.detect_encoding(data, _charset_param(content_type))
+    declared = _charset_param(content_type) or _html_meta_charset(data)
+    encoding = charsets.detect_encoding(data, declared)
     if encoding is None:
         raise UnsupportedDocument(filename, "unknown binary data; send PDF, an image or text")
     if head.lstrip().startswith(b"%!PS"):
         raise UnsupportedDocument(filename, "PostScript files are not supported; send PDF")
     if _has_suffix(filename, _WPS_SUFFIXES):
         raise UnsupportedDocument(filename, _WPS_REASON)
+    if _HTML_START.match(data[:2048].decode(encoding, errors="replace")):
+        return Sniffed("text", "html", encoding)
     return Sniffed("text", "txt", encoding)
+
+
+#: An HTML document: optional BOM, comments and XML declaration, then one of these tags.
+_HTML_START = re.compile(
+    r"^\ufeff?\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body)\b",
+    re.IGNORECASE | re.DOTALL,
+)
+_META_CHARSET = re.compile(rb"<meta[^>]*?charset\s*=\s*[\"']?([A-Za-z0-9_.:-]+)", re.IGNORECASE)
+
+
+def _html_meta_charset(data: bytes) -> str | None:
+    """The charset an HTML file declares in a <meta> tag near its start."""
+    found = _META_CHARSET.search(data[:4096])
+    return found.group(1).decode("ascii") if found else None
 
 
 def _has_suffix(filename: str | None, suffixes: tuple[str, ...]) -> bool:

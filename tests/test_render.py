@@ -35,7 +35,7 @@ from faxgate.render import (
 )
 from faxgate.render.geometry import PageGeometry
 from faxgate.render.pdf import render_pdf
-from faxgate.render.text import paginate, wrap
+from faxgate.render.text import paginate, render_text, wrap
 
 
 def _load_factory():
@@ -368,6 +368,31 @@ def test_chinese_text_is_decoded_and_drawn(encoding):
     assert len(pages) == 1 and black(pages[0].image).any()
     assert np.array_equal(np.asarray(pages[0].image), np.asarray(reference[0].image))
     assert not np.array_equal(np.asarray(pages[0].image), np.asarray(tofu[0].image))
+
+
+HTML_QUOTE = """<!DOCTYPE html>
+<html><head><meta charset="gbk"><title>not shown</title>
+<style>p { color: red }</style><script>document.write("not shown")</script></head>
+<body><h1>报价单 &amp; Quote</h1><p>Dear   customer,<br>please see below.</p>
+<table><tr><th>Item</th><th>Price</th></tr><tr><td>纸 A4</td><td>&yen;12</td></tr></table>
+<ul><li>one</li><li>two</li></ul><pre>keep   these
+  spaces</pre></body></html>"""
+HTML_AS_TEXT = (
+    "报价单 & Quote\n\nDear customer,\nplease see below.\n\nItem\tPrice\n纸 A4\t¥12\n\n"
+    "• one\n• two\n\nkeep   these\n  spaces\n"
+)
+
+
+def test_html_attachment_is_faxed_as_its_text_not_its_markup():
+    from faxgate.render.htmltext import html_to_text
+
+    assert html_to_text(HTML_QUOTE) == HTML_AS_TEXT
+    pages = render(Document(HTML_QUOTE.encode("gbk"), "quote.html"))  # charset from <meta>
+    as_text = render(Document(HTML_AS_TEXT.encode("utf-8"), "quote.txt"))
+    (markup,) = render_text(HTML_QUOTE, "quote.txt", RenderOptions().geometry, 5)
+    assert len(pages) == 1 and black(pages[0].image).any()
+    assert np.array_equal(np.asarray(pages[0].image), np.asarray(as_text[0].image))
+    assert not np.array_equal(np.asarray(pages[0].image), np.asarray(markup))
 
 
 def test_declared_charset_wins():

@@ -150,6 +150,23 @@ def test_binary_with_zero_bytes_is_not_utf16():
         sniff(bytes(range(1, 256)) * 8 + b"\x00", "data.bin")
 
 
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"<!DOCTYPE html><html><body><p>Hi</p></body></html>", Sniffed("text", "html", "utf-8")),
+        (b"  <!-- saved page -->\n<HTML><BODY>x</BODY></HTML>", Sniffed("text", "html", "utf-8")),
+        (
+            '<html><head><meta charset="big5"></head><body>傳真</body></html>'.encode("big5"),
+            Sniffed("text", "html", "cp950"),
+        ),
+        ("<html><body>传真</body></html>".encode("utf-16"), Sniffed("text", "html", "utf-16")),
+        (b"Use <b>bold</b> and <html> tags like this.\n", Sniffed("text", "txt", "utf-8")),
+    ],
+)
+def test_html_documents_are_told_from_text_mentioning_tags(data, expected):
+    assert sniff(data, "page") == expected
+
+
 def test_large_chinese_text_is_detected_beyond_the_sample():
     # Longer than the detection sample, which must not end inside a character.
     data = (docs.CHINESE + "\n").encode("gbk") * 20_000
