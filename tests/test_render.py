@@ -435,6 +435,17 @@ def test_header_on_every_page_with_page_numbers():
     assert frame_intact(pages[0].image.crop((0, len(first) + 1, 1728, pages[0].image.height)))
 
 
+def test_header_template_fields():
+    header = HeaderInfo("+86 755 1234567", "张三 <zhang@example.cn>", WHEN)
+    assert (
+        header.text(2, 5) == "+86 755 1234567  张三 <zhang@example.cn>  2026-12-04 09:30  Page 2/5"
+    )
+    custom = HeaderInfo(
+        "8675512", "li", WHEN, template="{date}|{time}|{sender}|{station_id}|{page}"
+    )
+    assert custom.text(3, 3) == "2026-12-04|09:30|li|8675512|3"
+
+
 def test_header_shows_chinese_sender():
     pdf = Document(docs.raster_pdf(), "a.pdf")
     named = render(pdf, header=HeaderInfo("1", "张三", WHEN))[0]
