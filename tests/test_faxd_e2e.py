@@ -28,6 +28,7 @@ from faxgate import config
 from faxgate.cli import main
 from faxgate.faxd import daemon as faxd
 from faxgate.faxd import spool
+from faxgate.faxd.tifff import read_tiff_f
 from faxgate.grammar.subject import parse_subject
 from faxgate.simline import LineOptions, read_sidecars
 from faxgate.simline.process import LineProcess
@@ -371,12 +372,16 @@ def test_no_answer_until_expiry_gives_failure_receipt(env) -> None:
 def test_network_number_by_mail_and_phone_fallback(env) -> None:
     devices, _ = env.line(["modem0"], LineOptions(pacing=PACING))
     capture = env.smtp()
-    cfg = env.config(devices, receipts="acceptance_notice = true\nattach_pdf = true")
+    cfg = env.config(
+        devices,
+        receipts="acceptance_notice = true\nattach_pdf = true",
+        sections="[render]\ncover_page = true",
+    )
     store = Store.open(cfg)
     store.directory_add("AF90000098", "Bob", "bob@branch.example")
     store.add_sender("alice@example.com", "Alice", language="zh")
-    env.faxd(cfg)
-    job_id = submit(cfg, "AF90000098/Bob;12345678|AF12345/Carol")
+    running = env.faxd(cfg)
+    job_id = submit(cfg, "12345678|AF12345/Carol;AF90000098/Bob")
     wait_until(lambda: len(capture.parsed("alice@example.com")) == 2, 60, "notice and receipt")
     receipt = receipt_for(capture, job_id)
     (notice,) = [
@@ -392,8 +397,12 @@ def test_network_number_by_mail_and_phone_fallback(env) -> None:
     assert fax_mail["Auto-Submitted"] == "auto-generated"
     attachments = {p.get_content_type(): p for p in fax_mail.iter_attachments()}
     assert attachments["image/tiff"].get_param("application") == "faxbw"
-    tiff = Image.open(io.BytesIO(attachments["image/tiff"].get_content()))
-    assert tiff.n_frames == 3
+    (env.tmp / "bob.tif").write_bytes(attachments["image/tiff"].get_content())
+    pages = read_tiff_f(env.tmp / "bob.tif")
+    assert len(pages) == 4  # Bob's own cover page, then the 3 document pages
+    job = spool.read_job(spool.find_job(cfg.spool.directory, job_id))
+    cover = running.daemon.cover_page(job, 1, 4).image
+    assert ImageChops.difference(pages[0].image.convert("L"), cover.convert("L")).getbbox() is None
     assert attachments["application/pdf"].get_content().startswith(b"%PDF")
     (call,) = read_sidecars(env.tmp / "far")
     assert call.ok and call.json["dialled"].endswith("12345678")
