@@ -421,3 +421,24 @@ def test_starttls_with_a_self_signed_certificate(tmp_path) -> None:
         assert mailout.tls_context(smtp(user="u")).verify_mode == ssl.CERT_NONE  # loopback
     finally:
         controller.stop()
+
+
+def test_receipt_language_config_default_and_per_sender_override(tmp_path) -> None:
+    from faxgate import config as config_mod
+    from faxgate.faxd.daemon import FaxDaemon
+    from faxgate.store import Store
+
+    cfg = config_mod.parse(
+        {
+            "store": {"path": str(tmp_path / "faxgate.db")},
+            "spool": {"directory": str(tmp_path / "spool")},
+            "receipts": {"language": "zh"},
+        }
+    )
+    store = Store.open(cfg)
+    store.add_sender("en@example.com", "E", language="en")
+    store.add_sender("plain@example.com", "P")
+    daemon = FaxDaemon(cfg)
+    assert daemon._language("en@example.com") == "en"
+    assert daemon._language("plain@example.com") == "zh"
+    assert daemon._language("stranger@example.com") == "zh"
