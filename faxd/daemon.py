@@ -787,6 +787,8 @@ class FaxDaemon:
     def _modem_loop(self, modem: ModemStatus) -> None:
         while not self.stopping.is_set():
             with self.cond:
+                if self.stopping.is_set():  # checked under the lock: no call starts after stop
+                    return
                 now = time.time()
                 picked = self._pick_call(now)
                 if picked is None:
@@ -899,6 +901,8 @@ class FaxDaemon:
     def _mail_loop(self) -> None:
         while not self.stopping.is_set():
             with self.cond:
+                if self.stopping.is_set():
+                    return
                 now = time.time()
                 picked = self._pick_mail(now)
                 if picked is None:
