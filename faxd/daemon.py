@@ -1109,17 +1109,28 @@ class FaxDaemon:
             self.cond.notify_all()
             for device, call in self.calls.items():
                 estimate = call.remaining_seconds(time.monotonic())
+                aj = self.jobs.get(call.job_id)
+                where = f"job {call.job_id} rcpt {call.idx} queue-id " + (
+                    (aj.progress.queue_id if aj else "") or "-"
+                )
                 if estimate > grace:
                     call.end_after_current_page()
                     log.info(
-                        "stopping: call on %s ends after page %d (about %.0f s left, grace %.0f s)",
+                        "%s: stopping: call on %s ends after page %d (about %.0f s left, "
+                        "grace %.0f s)",
+                        where,
                         device,
                         call.confirmed + 1,
                         estimate,
                         grace,
                     )
                 else:
-                    log.info("stopping: call on %s finishes (about %.0f s left)", device, estimate)
+                    log.info(
+                        "%s: stopping: call on %s finishes (about %.0f s left)",
+                        where,
+                        device,
+                        estimate,
+                    )
         cut_all = False
         for thread in threads:
             while thread.is_alive():

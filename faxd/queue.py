@@ -24,7 +24,7 @@ from typing import Any
 
 from faxgate.errors import ConfigError
 
-#: Recipient states. Final ones never change again (except by an admin retry).
+#: Recipient states. Final ones never change again (`jobs retry` only hurries waiting ones).
 PENDING, DIALING, SENT, FAILED, PARTIAL, CANCELLED, HELD = (
     "pending",
     "dialing",
