@@ -707,6 +707,15 @@ class FaxDaemon:
         except Exception as exc:  # malformed input can break a converter in any way
             log.exception("job %s: rendering failed", aj.job_id)
             error = f"{type(exc).__name__}: {exc}"
+        if error and self.stopping.is_set():
+            # systemd's stop signals the whole unit, LibreOffice too: a converter
+            # killed under us says nothing about the document. Render it again.
+            log.warning(
+                "job %s: rendering failed while faxd stops (%s); redone at the next start",
+                aj.job_id,
+                error,
+            )
+            return
         now = time.time()
         with self.cond:
             p = aj.progress
@@ -1133,6 +1142,12 @@ class FaxDaemon:
                     )
         cut_all = False
         for thread in threads:
+            if thread.name == "render":
+                # Nothing of a render needs flushing (pages.tif and state.json are
+                # replaced atomically; an unfinished render is redone), and a
+                # LibreOffice conversion may outlast the grace time.
+                thread.join(max(0.0, deadline - time.monotonic()))
+                continue
             while thread.is_alive():
                 if not cut_all and time.monotonic() >= deadline:
                     cut_all = True
@@ -1192,6 +1207,9 @@ class FaxDaemon:
                 modem.state = "stopped"
             self.write_status()
             inotify.close()
+            if self._lock_fd is not None:  # another faxd may take the spool now
+                os.close(self._lock_fd)
+                self._lock_fd = None
             log.info("faxd stopped")
 
 

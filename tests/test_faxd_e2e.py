@@ -585,3 +585,38 @@ def test_cancel_during_a_call_ends_it_after_the_page_being_sent(env, capsys) -> 
     assert receipt["Subject"].startswith("Fax cancelled")
     body = receipt.get_body(("plain",)).get_content()
     assert "(cancelled)" in body and f"{call.pages} of 6" in body
+
+
+def test_a_render_cut_by_the_stop_is_redone_at_the_next_start(env) -> None:
+    """``systemctl stop`` signals LibreOffice too: a conversion that dies while faxd
+    stops must not fail the job as unreadable."""
+    from faxgate.errors import PermanentError
+
+    capture = env.smtp()
+    cfg = env.config([])
+    converting = threading.Event()
+
+    def killed_converter(job_dir: Path, job: dict[str, Any]) -> list:
+        converting.set()
+        stopping.wait(10)
+        raise PermanentError("doc.odt: LibreOffice could not read the document (signal 15)")
+
+    daemon = faxd.FaxDaemon(cfg, renderer=killed_converter)
+    stopping = daemon.stopping
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    job_id = submit(cfg, "12345678/Next Time")
+    assert converting.wait(10), "rendering never started"
+    daemon.stop()
+    thread.join(30)
+    job_dir = Path(cfg.spool.directory) / "active" / job_id
+    state = faxd.read_state(job_dir)
+    assert not state.rendered and state.recipients[0].state == "pending"
+    env.faxd(cfg)  # the real renderer
+    wait_until(
+        lambda: (s := faxd.read_state(job_dir)) and s.rendered and s.pages_total == 3,
+        30,
+        "rendered at the next start",
+    )
+    assert faxd.read_state(job_dir).recipients[0].state == "pending"
+    assert capture.messages == []  # no failure receipt
