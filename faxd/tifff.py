@@ -167,7 +167,7 @@ def _encode_strip(page: FaxPage, coding: Coding) -> bytes:
     if _libtiff() is not None and (coding != "mr" or k == _libtiff_k(page.resolution)):
         try:
             return _libtiff_strip(page, coding)
-        except OSError:  # libtiff refused (odd sizes, no space in /tmp): our coder can
+        except OSError:  # libtiff refused (odd sizes, no memory): our coder can
             pass
     if coding == "mmr":
         return encode_image(page.image, "mmr", rtc=True)
@@ -186,8 +186,8 @@ def _libtiff() -> ctypes.CDLL | None:
         lib = ctypes.CDLL(name)
     except OSError:
         return None
-    lib.TIFFOpen.restype = ctypes.c_void_p
-    lib.TIFFOpen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    lib.TIFFFdOpen.restype = ctypes.c_void_p
+    lib.TIFFFdOpen.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p]
     lib.TIFFSetField.restype = ctypes.c_int
     lib.TIFFWriteEncodedStrip.restype = ctypes.c_ssize_t
     lib.TIFFWriteEncodedStrip.argtypes = [
@@ -211,17 +211,19 @@ def _libtiff_k(resolution: str) -> int:
 def _libtiff_strip(page: FaxPage, coding: Coding) -> bytes:
     """libtiff's strip for ``page``: rows packed with 1 = black (how libtiff's
     fax coder reads WhiteIsZero data) go in through TIFFWriteEncodedStrip
-    into a scratch file, FillOrder 2 makes the strip LSB first."""
+    into an in-memory scratch file; FillOrder 2 makes the strip LSB first."""
     lib = _libtiff()
     assert lib is not None
     width, height = page.image.size
     rows = page.image.tobytes("raw", "1;I")
-    fd, scratch = tempfile.mkstemp(prefix="faxgate-strip-", suffix=".tif")
-    os.close(fd)
+    # An anonymous in-memory file: nothing on disk, nothing left if we are killed.
+    scratch = os.memfd_create("faxgate-strip", os.MFD_CLOEXEC)
     try:
-        tif = lib.TIFFOpen(scratch.encode(), b"w")
+        own_fd = os.dup(scratch)  # libtiff closes the descriptor it was given
+        tif = lib.TIFFFdOpen(own_fd, b"strip", b"w")
         if not tif:
-            raise OSError(f"libtiff cannot open {scratch}")
+            os.close(own_fd)
+            raise OSError("libtiff cannot open its scratch file")
         handle = ctypes.c_void_p(tif)
         try:
             fields = [
@@ -247,10 +249,10 @@ def _libtiff_strip(page: FaxPage, coding: Coding) -> bytes:
                 raise OSError("libtiff could not code the page")
         finally:
             lib.TIFFClose(handle)
-        data = Path(scratch).read_bytes()
+        data = os.pread(scratch, os.fstat(scratch).st_size, 0)
     finally:
-        os.unlink(scratch)
-    tiff = _Tiff(data, scratch)
+        os.close(scratch)
+    tiff = _Tiff(data, "libtiff scratch file")
     tags, _ = tiff.ifd(tiff.unpack("I", 4)[0])
     (offset,), (count,) = tags[STRIP_OFFSETS], tags[STRIP_BYTE_COUNTS]
     return data[offset : offset + count]

@@ -383,10 +383,15 @@ def test_strips_not_in_our_layout_are_decoded_strictly(
     assert back.image.tobytes() == page.image.tobytes()
 
 
-def test_our_coder_takes_over_when_libtiff_cannot_work(
-    pages: list[FaxPage], tmp_path: Path, monkeypatch
-) -> None:
+def test_our_coder_takes_over_when_libtiff_cannot_work(pages: list[FaxPage], monkeypatch) -> None:
     with numpy_coder():
         expected = tiff_f_bytes(pages, "mmr")
-    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "missing"))  # no scratch file
+    attempts = []
+
+    def no_scratch_file(*args):
+        attempts.append(args)
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr("os.memfd_create", no_scratch_file)
     assert tiff_f_bytes(pages, "mmr") == expected
+    assert len(attempts) == len(pages)
