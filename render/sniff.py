@@ -68,6 +68,9 @@ _ARCHIVE_MAGIC = (
     (b"MSCF", "cabinet"),
 )
 
+_ZIP_LOCAL_HEADER = b"PK\x03\x04"
+_ZIP_REASON = "archives (ZIP) cannot be faxed; attach the documents themselves"
+
 _WRITE_MAGIC = (b"\x31\xbe\x00\x00\x00\xab", b"\x32\xbe\x00\x00\x00\xab")
 
 
@@ -92,9 +95,6 @@ def sniff(data: bytes, filename: str | None = None, content_type: str | None = N
     if not data:
         raise UnsupportedDocument(filename, "the file is empty")
     head = data[:1024]
-    if b"%PDF-" in head:
-        _check_pdf(data, filename)
-        return Sniffed("pdf", "pdf")
     for magic, fmt in _IMAGE_MAGIC:
         if data.startswith(magic):
             return Sniffed("image", fmt)
@@ -102,13 +102,22 @@ def sniff(data: bytes, filename: str | None = None, content_type: str | None = N
         return Sniffed("image", "bmp")
     if data.startswith(OLE2_SIGNATURE):
         return _sniff_ole2(data, filename)
-    if data.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+    if data.startswith((_ZIP_LOCAL_HEADER, b"PK\x05\x06")):
         return _sniff_zip(data, filename)
     if data.startswith(b"{\\rtf"):
         return Sniffed("office", "rtf")
     if data.startswith(_WRITE_MAGIC):
         return Sniffed("office", "wri")
     _reject_known_binary(data, filename)
+    # Readers accept junk before the PDF header, so it is searched for, but only
+    # once no format's magic at offset 0 claimed the file: a PDF member stored
+    # uncompressed in a ZIP or tar archive lies within the first 1024 bytes too.
+    header_at = head.find(b"%PDF-")
+    if header_at >= 0:
+        if _ZIP_LOCAL_HEADER in head[:header_at]:  # a ZIP behind a prefix (self-extracting)
+            raise UnsupportedDocument(filename, _ZIP_REASON)
+        _check_pdf(data, filename)
+        return Sniffed("pdf", "pdf")
     declared = _charset_param(content_type) or _html_meta_charset(data)
     encoding = charsets.detect_encoding(data, declared)
     if encoding is None:
@@ -256,9 +265,7 @@ def _sniff_zip(data: bytes, filename: str | None) -> Sniffed:
         for prefix, fmt in (("word/", "docx"), ("xl/", "xlsx"), ("ppt/", "pptx")):
             if any(n.startswith(prefix) for n in names):
                 return Sniffed("office", fmt)
-    raise UnsupportedDocument(
-        filename, "archives (ZIP) cannot be faxed; attach the documents themselves"
-    )
+    raise UnsupportedDocument(filename, _ZIP_REASON)
 
 
 def _reject_known_binary(data: bytes, filename: str | None) -> None:

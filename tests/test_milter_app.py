@@ -517,9 +517,9 @@ def test_encrypted_office_rejected_naming_file(gw: Gateway, filename: str) -> No
     assert gw.jobs() == []
 
 
-def _zip_archive() -> bytes:
+def _zip_archive(compression: int = zipfile.ZIP_DEFLATED) -> bytes:
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+    with zipfile.ZipFile(buf, "w", compression) as archive:
         archive.writestr("invoice.pdf", make_pdf())
     return buf.getvalue()
 
@@ -529,6 +529,8 @@ def _zip_archive() -> bytes:
     [
         ("报价.wps", docs.ole2({"WpsContent": b"\x00"}), "WPS"),
         ("invoice.zip", _zip_archive(), "archives (ZIP)"),
+        # a stored member's %PDF- lies within the first 1024 bytes of the archive
+        ("stored.zip", _zip_archive(zipfile.ZIP_STORED), "archives (ZIP)"),
         ("run.elf", b"\x7fELF\x02\x01\x01" + bytes(100), "executable"),
         ("setup.pdf", b"MZ\x90\x00" + bytes(200), "executable"),  # the name does not help
         ("data.7z", b"7z\xbc\xaf\x27\x1c" + bytes(50), "7-Zip"),

@@ -223,6 +223,30 @@ def test_zip_and_tar_archives():
         sniff(out.getvalue(), "a.tar")
 
 
+@pytest.mark.parametrize("prefix", [b"", b"\r\n" * 20], ids=["plain", "behind-junk"])
+def test_zip_with_a_stored_pdf_is_an_archive_not_a_pdf(prefix):
+    # A stored member's data follows its local header: %PDF- is within 1024 bytes.
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("invoice.pdf", docs.raster_pdf())
+    data = prefix + out.getvalue()
+    assert b"%PDF-" in data[:1024]
+    with pytest.raises(UnsupportedDocument, match=r"archives \(") as info:
+        sniff(data, "invoice.zip")
+    assert info.value.filename == "invoice.zip"
+
+
+def test_tar_with_a_pdf_is_an_archive_not_a_pdf():
+    out = io.BytesIO()
+    pdf = docs.raster_pdf()
+    with tarfile.open(fileobj=out, mode="w") as archive:
+        info = tarfile.TarInfo("invoice.pdf")
+        info.size = len(pdf)
+        archive.addfile(info, io.BytesIO(pdf))
+    with pytest.raises(UnsupportedDocument, match=r"archives \(tar\)"):
+        sniff(out.getvalue(), "invoice.tar")
+
+
 def test_zip_bomb_is_judged_by_its_directory_only():
     # 1 GB of zeros compresses to ~1 MB; sniff must not inflate it.
     out = io.BytesIO()
