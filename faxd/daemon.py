@@ -84,6 +84,10 @@ LOCK_FILE = "faxd.lock"
 ACTIONS = ("cancel", "retry", "hold", "release")
 PRIORITY_OFFSETS = {"high": -64, "normal": 0, "low": 64}
 
+#: Time for rasterising one document on top of its LibreOffice conversion; a
+#: render that outlasts all of them is taken for a hang on a hostile file.
+RENDER_SECONDS_PER_DOCUMENT = 120.0
+
 #: Without a measured page time, what one page is assumed to take (fine, 9600 bit/s).
 ESTIMATED_PAGE_SECONDS = 30.0
 
@@ -601,7 +605,12 @@ class FaxDaemon:
     # ------------------------------------------------------------ rendering
 
     def _default_renderer(self, job_dir: Path, job: dict[str, Any]) -> list[FaxPage]:
-        from faxgate.render import Document, render_documents
+        """Render in a child process: PDFium, the image codecs and LibreOffice are
+        C/C++ fed by strangers, and a crash there must fail this job with a
+        receipt, not kill faxd (which would re-claim and re-render the job at every
+        restart). A crash or hang comes back as a permanent RenderError."""
+        from faxgate.render import Document
+        from faxgate.render.isolated import render_isolated
 
         message = email.message_from_bytes(spool.read_message(job_dir), policy=email.policy.default)
         parts = list(message.walk())
@@ -616,7 +625,12 @@ class FaxDaemon:
                     charset=part.get_content_charset(),
                 )
             )
-        return render_documents(documents, self._render_options(job, 0))
+        # Each document may need one LibreOffice conversion of up to its timeout.
+        timeout = max(1, len(documents)) * (
+            self.cfg.render.libreoffice_timeout + RENDER_SECONDS_PER_DOCUMENT
+        )
+        labelled = render_isolated(documents, self._render_options(job, 0), timeout=timeout)
+        return [page for _, page in labelled]
 
     def _render_options(self, job: dict[str, Any], idx: int) -> Any:
         """Render options of ``job`` with the cover page of recipient ``idx``."""

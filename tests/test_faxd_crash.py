@@ -4,6 +4,7 @@ pages are never sent twice, and the sender gets exactly one receipt."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import random
@@ -264,3 +265,77 @@ def test_sigterm_beyond_the_grace_time_ends_the_call_at_a_page_boundary(env) -> 
     assert [c.pages for c in calls] == [rec.pages_confirmed, 5 - rec.pages_confirmed]
     body = e2e.check_receipt_basics(e2e.receipt_for(capture, job_id), job_id)
     assert "5 of 5" in body and "Attempts:      2" in body
+
+
+def fake_soffice(env, body: str) -> str:
+    """A LibreOffice stand-in: the render child runs it for an RTF attachment."""
+    script = env.tmp / "soffice"
+    script.write_text("#!/bin/sh\n" + body)
+    script.chmod(0o755)
+    return f'[render]\nsoffice = "{script}"'
+
+
+def test_a_renderer_crash_fails_the_job_with_a_receipt_and_faxd_goes_on(env) -> None:
+    # The converter kills the render process as a segfault in PDFium or a codec would.
+    capture = env.smtp()
+    sections = fake_soffice(env, "kill -SEGV $PPID\n")
+    cfg_path = e2e.write_config(env.tmp, [], env.smtp_port, sections=sections)
+    cfg = config.load(cfg_path)
+    poisoned = e2e.submit(cfg, "12345678/Poison", attachment=("note.rtf", b"{\\rtf1 hello}"))
+    proc = FaxdProcess(cfg_path, env.tmp / "faxd.log")
+    try:
+        wait_or_show_log(env, lambda: capture.parsed("alice@example.com"), 60, "the receipt")
+        receipt = e2e.receipt_for(capture, poisoned)
+        assert receipt["Subject"].startswith("Fax NOT sent")
+        body = receipt.get_body(("plain",)).get_content()
+        assert "(render_failed)" in body
+        assert "note.rtf: the renderer crashed (signal SIGSEGV)" in body
+        assert e2e.job_state(cfg, poisoned) == "failed"
+        following = e2e.submit(cfg, "22222222/Next")
+        state = wait_or_show_log(
+            env,
+            lambda: (s := active_state(cfg, following)) and s.rendered and s,
+            60,
+            "the next job rendered",
+        )
+        assert state.pages_total == 3 and not state.render_error
+        assert proc.proc.poll() is None, "faxd died"
+    finally:
+        proc.stop()  # SIGTERM; asserts exit status 0
+    assert len(capture.parsed("alice@example.com")) == 1  # one receipt, no re-render loop
+
+
+def _kill_groups(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def test_an_isolated_render_cut_by_the_stop_is_redone_at_the_next_start(env) -> None:
+    """``systemctl stop`` (KillMode=mixed) signals faxd, which exits after the grace
+    time; systemd then kills the render process left over. The job is unharmed."""
+    attempts = env.tmp / "attempts"
+    sections = fake_soffice(env, f"echo $PPID $$ >> {attempts}\nexec sleep 120\n")
+    cfg_path = e2e.write_config(
+        env.tmp, [], env.smtp_port, sections=sections, stop_grace_seconds=0.0
+    )
+    cfg = config.load(cfg_path)
+    job_id = e2e.submit(cfg, "12345678/Again", attachment=("note.rtf", b"{\\rtf1 hello}"))
+    started: list[int] = []
+
+    def conversions() -> list[str]:
+        return attempts.read_text().splitlines() if attempts.exists() else []
+
+    try:
+        for run in (1, 2):
+            proc = FaxdProcess(cfg_path, env.tmp / "faxd.log")
+            try:
+                wait_or_show_log(env, lambda n=run: len(conversions()) == n, 60, f"render {run}")
+            finally:
+                proc.stop()  # SIGTERM to faxd alone; asserts exit status 0
+            started = [int(pid) for line in conversions() for pid in line.split()]
+            _kill_groups(started)  # what systemd does to what is left in the unit
+            state = active_state(cfg, job_id)
+            assert not state.rendered and state.recipients[0].state == "pending"
+    finally:
+        _kill_groups(started)

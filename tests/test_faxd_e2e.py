@@ -30,6 +30,7 @@ from faxgate.faxd import daemon as faxd
 from faxgate.faxd import spool
 from faxgate.faxd.tifff import read_tiff_f
 from faxgate.grammar.subject import parse_subject
+from faxgate.render.sniff import sniff
 from faxgate.simline import LineOptions, read_sidecars
 from faxgate.simline.process import LineProcess
 from faxgate.store import Store
@@ -142,9 +143,10 @@ def submit(
     text: str = TEXT,
     sender: str = "alice@example.com",
     pdf: bytes | None = None,
+    attachment: tuple[str, bytes] | None = None,
 ) -> str:
-    """Spool a job the way the milter does: a real MIME mail with a text (or PDF)
-    attachment."""
+    """Spool a job the way the milter does: a real MIME mail with a text (or PDF,
+    or any named ``attachment``, sniffed as the milter does) attachment."""
     msg = email.message.EmailMessage()
     msg["From"] = sender
     msg["To"] = "fax@gw.example"
@@ -152,11 +154,17 @@ def submit(
     message_id = f"<{time.time_ns()}@example.com>"
     msg["Message-ID"] = message_id
     msg.set_content("please fax")
-    filename = "doc.pdf" if pdf is not None else "doc.txt"
-    if pdf is not None:
+    if attachment is not None:
+        filename, data = attachment
+        sniffed = sniff(data, filename)
+        kind, fmt = sniffed.kind, sniffed.format
+        msg.add_attachment(data, maintype="application", subtype="octet-stream", filename=filename)
+    elif pdf is not None:  # not sniffed: damaged PDFs test faxd's own checks
+        filename, data, kind, fmt = "doc.pdf", pdf, "pdf", "pdf"
         msg.add_attachment(pdf, maintype="application", subtype="pdf", filename=filename)
     else:
-        msg.add_attachment(text.encode(), maintype="text", subtype="plain", filename=filename)
+        filename, data, kind, fmt = "doc.txt", text.encode(), "text", "txt"
+        msg.add_attachment(data, maintype="text", subtype="plain", filename=filename)
     parts = list(msg.walk())
     part = next(i for i, p in enumerate(parts) if p.get_filename() == filename)
     recipients = [r.to_dict() for r in parse_subject(subject, cfg.dialplan)]
@@ -173,10 +181,10 @@ def submit(
         "documents": [
             {
                 "filename": filename,
-                "kind": "pdf" if pdf is not None else "text",
-                "format": filename.rsplit(".", 1)[1],
+                "kind": kind,
+                "format": fmt,
                 "part": part,
-                "size": len(pdf) if pdf is not None else len(text),
+                "size": len(data),
             }
         ],
         "body_text": "please fax",
