@@ -81,6 +81,9 @@ PAGES_FILE = "pages.tif"
 CONTROL_DIR = "control"
 STATUS_FILE = "faxd-status.json"
 LOCK_FILE = "faxd.lock"
+#: How long a starting faxd waits for ``faxd.lock`` before it concludes that
+#: another faxd serves the spool.
+LOCK_WAIT_SECONDS = 3.0
 ACTIONS = ("cancel", "retry", "hold", "release")
 PRIORITY_OFFSETS = {"high": -64, "normal": 0, "low": 64}
 
@@ -412,12 +415,22 @@ class FaxDaemon:
     # ------------------------------------------------------------ claiming
 
     def _lock_spool(self) -> None:
+        """Take ``faxd.lock``, waiting up to :data:`LOCK_WAIT_SECONDS` for a holder
+        that is letting go: a predecessor still winding down, a ``faxgate status``
+        probe (shared lock), a child forked that has not yet exec'd."""
         fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o640)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise FaxdRunningError(f"another faxd is running on spool {self.root}") from None
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise FaxdRunningError(
+                        f"another faxd is running on spool {self.root}"
+                    ) from None
+                time.sleep(0.05)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd

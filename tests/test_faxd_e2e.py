@@ -617,7 +617,10 @@ def test_a_render_cut_by_the_stop_is_redone_at_the_next_start(env) -> None:
     assert converting.wait(10), "rendering never started"
     daemon.stop()
     thread.join(30)
-    job_dir = Path(cfg.spool.directory) / "active" / job_id
+    assert not thread.is_alive(), "the first faxd did not stop"
+    root = Path(cfg.spool.directory)
+    wait_until(lambda: faxd.faxd_pid(root) is None, 10, "the first faxd's lock released")
+    job_dir = root / "active" / job_id
     state = faxd.read_state(job_dir)
     assert not state.rendered and state.recipients[0].state == "pending"
     env.faxd(cfg)  # the real renderer
@@ -628,3 +631,37 @@ def test_a_render_cut_by_the_stop_is_redone_at_the_next_start(env) -> None:
     )
     assert faxd.read_state(job_dir).recipients[0].state == "pending"
     assert capture.messages == []  # no failure receipt
+
+
+def test_a_starting_faxd_waits_for_a_predecessor_letting_go_of_the_lock(env) -> None:
+    """A dying faxd (or a ``faxgate status`` probe, or a child forked a moment
+    ago) can hold ``faxd.lock`` for an instant after the next faxd starts."""
+    import fcntl
+    import os
+
+    cfg = env.config([])
+    root = Path(cfg.spool.directory)
+    spool.ensure_layout(root)
+    holder = os.open(root / faxd.LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o640)
+    fcntl.flock(holder, fcntl.LOCK_SH)  # what faxd_pid() takes while it probes
+    daemon = faxd.FaxDaemon(cfg)
+    ready = threading.Event()
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            daemon.run(ready.set)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        assert not ready.wait(0.3), "faxd started while the lock was held"
+        os.close(holder)
+        assert ready.wait(faxd.LOCK_WAIT_SECONDS + 5), f"faxd did not start: {failed}"
+        assert faxd.faxd_pid(root) == os.getpid()
+    finally:
+        daemon.stop()
+        thread.join(30)
+    assert not thread.is_alive() and not failed
