@@ -5,8 +5,9 @@ Threads, all sharing one lock (``FaxDaemon.cond``) around the queue state:
 - the main thread waits on inotify (``incoming/`` and ``control/``) with a
   periodic rescan, claims new jobs (rename ``incoming/<id>`` → ``active/<id>``),
   applies admin requests and expires old jobs;
-- a render thread turns each job's documents into pages once and keeps them
-  as ``pages.tif`` (TIFF-F) in the job directory;
+- a render thread turns each job's documents into pages once, in a child
+  process (a decoder crash fails the job, not faxd), and keeps them as
+  ``pages.tif`` (TIFF-F) in the job directory;
 - one thread per modem takes the most urgent due recipient and places the call;
 - a mail thread delivers network-number recipients and sends receipts.
 
