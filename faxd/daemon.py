@@ -62,6 +62,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from faxgate.durable import fsync_dir, replace_atomically
 from faxgate.errors import (
     FaxgateError,
     InputError,
@@ -152,32 +153,6 @@ class FaxdRunningError(TemporaryError):
     """Another faxd already serves this spool."""
 
 
-# ---------------------------------------------------------------- disk helpers
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` so that a crash leaves the old or the new content."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 def read_state(job_dir: Path) -> q.JobProgress | None:
     try:
         data = json.loads((job_dir / STATE_FILE).read_text(encoding="utf-8"))
@@ -194,7 +169,7 @@ def request_action(spool_dir: str | os.PathLike[str], job_id: str, action: str) 
     control = Path(spool_dir) / CONTROL_DIR
     control.mkdir(parents=True, exist_ok=True)
     path = control / f"{job_id}.{action}.{time.time_ns()}"
-    write_atomically(path, b"")
+    replace_atomically(path, b"")
     return path
 
 
@@ -383,7 +358,7 @@ class FaxDaemon:
         """Persist the job state, then mirror the job and ``recipients``."""
         p = aj.progress
         data = json.dumps(p.to_dict(), ensure_ascii=False, indent=1).encode("utf-8")
-        write_atomically(aj.job_dir / STATE_FILE, data)
+        replace_atomically(aj.job_dir / STATE_FILE, data)
         receipt_state = {"sent": "sent", "not_needed": "not_needed", "refused": "not_needed"}
         self._mirror(
             "update_job",
@@ -614,7 +589,7 @@ class FaxDaemon:
                 "modems": [dict(vars(m)) for m in self.modems],
             }
         with contextlib.suppress(OSError):
-            write_atomically(self.root / STATUS_FILE, json.dumps(status, indent=1).encode())
+            replace_atomically(self.root / STATUS_FILE, json.dumps(status, indent=1).encode())
 
     # ------------------------------------------------------------ rendering
 
@@ -723,7 +698,7 @@ class FaxDaemon:
                 with open(tmp, "rb+") as f:
                     os.fsync(f.fileno())
                 os.replace(tmp, target)
-                _fsync_dir(aj.job_dir)
+                fsync_dir(aj.job_dir)
         except (TemporaryError, OSError) as exc:  # e.g. LibreOffice missing, disk full
             log.warning("job %s: rendering failed, will retry: %s", aj.job_id, exc)
             with self.cond:

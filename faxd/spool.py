@@ -82,6 +82,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from faxgate.durable import fsync_dir, write_new
 from faxgate.errors import TemporaryError
 
 FORMAT_VERSION = 1
@@ -114,26 +115,6 @@ def ensure_layout(spool_dir: str | os.PathLike[str]) -> Path:
     except OSError as exc:
         raise SpoolError(f"spool {root}: cannot create directories: {exc}") from exc
     return root
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-    try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def find_job(spool_dir: str | os.PathLike[str], job_id: str) -> Path | None:
@@ -232,10 +213,10 @@ def submit(spool_dir: str | os.PathLike[str], job: dict[str, Any], raw_message: 
     claimed = renamed = False
     try:
         staging.mkdir()
-        _write_durably(staging / MESSAGE_FILE, raw_message)
+        write_new(staging / MESSAGE_FILE, raw_message)
         encoded = json.dumps(document, ensure_ascii=False, indent=1, sort_keys=True)
-        _write_durably(staging / JOB_FILE, encoded.encode("utf-8"))
-        _fsync_dir(staging)
+        write_new(staging / JOB_FILE, encoded.encode("utf-8"))
+        fsync_dir(staging)
         if key is not None:
             existing = _claim_marker(root, key, job_id)
             if existing is not None:
@@ -244,9 +225,9 @@ def submit(spool_dir: str | os.PathLike[str], job: dict[str, Any], raw_message: 
             claimed = True
         os.rename(staging, root / "incoming" / job_id)
         renamed = True
-        _fsync_dir(root / "incoming")
+        fsync_dir(root / "incoming")
         if claimed:
-            _fsync_dir(root / "dedupe")
+            fsync_dir(root / "dedupe")
     except (OSError, SpoolError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
         if claimed and not renamed and key is not None:
@@ -303,7 +284,7 @@ def move(spool_dir: str | os.PathLike[str], job_id: str, source: str, target: st
     destination = root / target / job_id
     try:
         os.rename(root / source / job_id, destination)
-        _fsync_dir(root / target)
+        fsync_dir(root / target)
     except FileNotFoundError:
         return None
     except OSError as exc:

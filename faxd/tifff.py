@@ -18,13 +18,13 @@ import functools
 import io
 import os
 import struct
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from faxgate.durable import replace_atomically
 from faxgate.faxd.page import LINES_PER_INCH, FaxPage
 from faxgate.faxd.t4 import (
     DEFAULT_MAX_HEIGHT,
@@ -262,23 +262,7 @@ def write_tiff_f(path: str | Path, pages: Sequence[FaxPage], coding: Coding = "m
     """Write ``pages`` as one multi-page TIFF Class F file, atomically: the data
     goes to a temporary file in the same directory, is fsynced and renamed into
     place, so readers never see a half-written file and errors leave nothing."""
-    data = tiff_f_bytes(pages, coding)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    replace_atomically(path, tiff_f_bytes(pages, coding))
 
 
 # --------------------------------------------------------------------------- reader
