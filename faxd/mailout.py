@@ -9,8 +9,11 @@ recipient is :class:`MailPermanentError`.
 
 from __future__ import annotations
 
+import contextlib
 import smtplib
 import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
 
@@ -23,6 +26,16 @@ class MailTemporaryError(TemporaryError):
 
 class MailPermanentError(PermanentError):
     """The SMTP server refused the mail for good (5xx)."""
+
+
+@dataclass
+class SessionInfo:
+    """What an SMTP session established: the EHLO reply, TLS and AUTH."""
+
+    greeting: str
+    ehlo_code: int
+    encrypted: bool = False
+    authenticated: bool = False
 
 
 def _raise_for_code(code: int, text: str) -> None:
@@ -54,38 +67,54 @@ def tls_context(smtp: Any) -> ssl.SSLContext:
     return context
 
 
+@contextlib.contextmanager
+def session(smtp: Any, timeout: float | None = None) -> Iterator[tuple[smtplib.SMTP, SessionInfo]]:
+    """An SMTP connection to ``smtp`` (an ``SmtpConfig``) after EHLO, STARTTLS
+    and AUTH as configured: STARTTLS follows ``smtp.starttls`` (off /
+    opportunistic / required) with certificate checks as :func:`tls_context`
+    says; AUTH is used when ``smtp.user`` is set, and only over TLS unless the
+    server is on loopback. Shared by :func:`send_mail` and ``faxgate check``.
+    Raises smtplib/ssl/OSError errors as they come, and
+    :class:`MailTemporaryError` for a policy refusal."""
+    where = f"{smtp.host}:{smtp.port}"
+    wait = smtp.timeout_seconds if timeout is None else timeout
+    with smtplib.SMTP(smtp.host, smtp.port, timeout=wait) as client:
+        code, greeting = client.ehlo()
+        info = SessionInfo(greeting=greeting.decode(errors="replace"), ehlo_code=code)
+        if smtp.starttls != "off":
+            if client.has_extn("starttls"):
+                client.starttls(context=tls_context(smtp))
+                client.ehlo()
+                info.encrypted = True
+            elif smtp.starttls == "required":
+                raise MailTemporaryError(
+                    f"SMTP {where} does not offer STARTTLS ([smtp] starttls = required)"
+                )
+        if smtp.user:
+            if not info.encrypted and smtp.host not in LOOPBACK_HOSTS:
+                raise MailTemporaryError(
+                    f"SMTP {where}: refusing to send the AUTH password without TLS"
+                )
+            client.login(smtp.user, smtp.password)
+            info.authenticated = True
+        yield client, info
+
+
 def send_mail(
     smtp: Any,
     message: EmailMessage,
     envelope_from: str,
     recipients: list[str],
 ) -> None:
-    """Send ``message`` through the server of ``smtp`` (an ``SmtpConfig``).
+    """Send ``message`` through the server of ``smtp`` (an ``SmtpConfig``),
+    connected as :func:`session` says.
 
     ``envelope_from`` may be ``""`` (the null reverse-path that RFC 3834
     recommends for automatic replies, so bounces of receipts cannot loop).
-    STARTTLS follows ``smtp.starttls`` (off / opportunistic / required), with
-    certificate checks as :func:`tls_context` says; AUTH is used when
-    ``smtp.user`` is set, and only over TLS unless the server is on loopback.
     """
     where = f"{smtp.host}:{smtp.port}"
     try:
-        with smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout_seconds) as client:
-            client.ehlo()
-            encrypted = False
-            if smtp.starttls != "off":
-                if client.has_extn("starttls"):
-                    client.starttls(context=tls_context(smtp))
-                    client.ehlo()
-                    encrypted = True
-                elif smtp.starttls == "required":
-                    raise MailTemporaryError(f"SMTP {where}: STARTTLS required but not offered")
-            if smtp.user:
-                if not encrypted and smtp.host not in LOOPBACK_HOSTS:
-                    raise MailTemporaryError(
-                        f"SMTP {where}: refusing to send the AUTH password without TLS"
-                    )
-                client.login(smtp.user, smtp.password)
+        with session(smtp) as (client, _):
             refused = client.send_message(message, from_addr=envelope_from, to_addrs=recipients)
             if refused:
                 text = "; ".join(f"{rcpt}: {code} {msg!r}" for rcpt, (code, msg) in refused.items())

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from faxgate.config import Config
 from faxgate.errors import FaxgateError
+from faxgate.faxd.mailout import MailTemporaryError, session
 
 SMTP_CHECK_TIMEOUT = 10.0
 _DIGITS = re.compile(r"[0-9]*")
@@ -83,33 +84,22 @@ def check_smtp(cfg: Config) -> str:
     smtp = cfg.smtp
     where = f"{smtp.host}:{smtp.port}"
     timeout = min(smtp.timeout_seconds, SMTP_CHECK_TIMEOUT)
-    notes = []
     try:
-        with smtplib.SMTP(smtp.host, smtp.port, timeout=timeout) as client:
-            code, greeting = client.ehlo()
-            if code != 250:
-                raise CheckFailed(f"{where} answered EHLO with {code}")
-            encrypted = False
-            if smtp.starttls != "off":
-                if client.has_extn("starttls"):
-                    client.starttls(context=ssl.create_default_context())
-                    client.ehlo()
-                    encrypted = True
-                    notes.append("STARTTLS ok")
-                elif smtp.starttls == "required":
-                    raise CheckFailed(f"{where} does not offer STARTTLS ([smtp] starttls=required)")
-                else:
-                    notes.append("no STARTTLS offered")
-            if smtp.user:
-                if not encrypted and smtp.host not in ("127.0.0.1", "::1", "localhost"):
-                    raise CheckFailed(f"{where}: AUTH without TLS refused (faxd would refuse too)")
-                client.login(smtp.user, smtp.password)
-                notes.append(f"AUTH as {smtp.user} ok")
-            name = greeting.decode(errors="replace").splitlines()[0] if greeting else ""
+        with session(smtp, timeout) as (_, info):
+            if info.ehlo_code != 250:
+                raise CheckFailed(f"{where} answered EHLO with {info.ehlo_code}")
+    except MailTemporaryError as exc:
+        raise CheckFailed(str(exc)) from None
     except smtplib.SMTPAuthenticationError as exc:
         raise CheckFailed(f"{where}: AUTH as {smtp.user} failed: {exc.smtp_code}") from None
     except (OSError, smtplib.SMTPException, ssl.SSLError) as exc:
         raise CheckFailed(f"cannot talk to {where}: {exc or type(exc).__name__}") from None
+    notes = []
+    if smtp.starttls != "off":
+        notes.append("STARTTLS ok" if info.encrypted else "no STARTTLS offered")
+    if info.authenticated:
+        notes.append(f"AUTH as {smtp.user} ok")
+    name = info.greeting.splitlines()[0] if info.greeting else ""
     return ", ".join([f"{where} answers ({name})", *notes])
 
 

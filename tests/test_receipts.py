@@ -268,7 +268,7 @@ def test_smtp_auth_and_required_starttls() -> None:
                 "",
                 ["alice@example.com"],
             )
-        with pytest.raises(mailout.MailTemporaryError, match="STARTTLS required"):
+        with pytest.raises(mailout.MailTemporaryError, match="does not offer STARTTLS"):
             mailout.send_mail(
                 SmtpConfig(host="127.0.0.1", port=port, starttls="required"),
                 msg,
