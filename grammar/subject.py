@@ -348,6 +348,7 @@ def _resolve(raw: _Raw, plan: DialplanConfig) -> Recipient:
         return Recipient(network=network, name1=name1, name2=name2)
     country, area, number = _plus(raw.phone, plan) if raw.phone.plus else _local(raw.phone, plan)
     _check_length(raw.phone, country, area, number)
+    _check_dialling_prefix(raw.phone, country, area, number, plan)
     return Recipient(
         country=country,
         area=area,
@@ -490,6 +491,39 @@ def _check_unseparated_area(token: _Tok, number: str, plan: DialplanConfig) -> N
     raise SubjectError(
         "area code not separated from the number", token.start_pos + 1, token.value, hint
     )
+
+
+def _check_dialling_prefix(
+    phone: _Phone, country: str, area: str, number: str, plan: DialplanConfig
+) -> None:
+    """Refuse digits that would dial a prefix the policy never sees (toll fraud).
+
+    The modem dials ``number`` as it is for an extension or a local number, and
+    ``area`` right after the national prefix: if those begin with the
+    outside-line, international or national prefix, the call leaves the PBX or
+    the country while the E.164 form (and so the destination policy) says
+    internal or local, e.g. ``0-0-900441234567``, ``0-00441234567`` or
+    ``0044-1234567``.
+    """
+    if country == dp.INTERNAL_COUNTRY:
+        prefixes = [plan.outside_line_prefix, plan.international_prefix, plan.national_prefix]
+        first, what = number, "extension"
+    elif country != plan.country_code:
+        return  # after the international prefix the network reads the country code
+    else:
+        prefixes = [plan.international_prefix, plan.national_prefix]
+        dialled_area = area not in (plan.area_code, dp.NO_AREA)
+        first, what = (area, "area code") if dialled_area else (number, "number")
+    for prefix in prefixes:
+        if prefix and first.startswith(prefix):
+            text = "-".join("".join(t.value for t in run) for run in phone.groups)
+            raise SubjectError(
+                f"{what} {first} starts with the dialling prefix {prefix}",
+                phone.pos + 1,
+                text,
+                "Write the number as country-area-number without dialling prefixes, e.g. "
+                f"{plan.country_code}-{plan.area_code}-83235170 or +44-20-12345678 abroad",
+            )
 
 
 def _check_length(phone: _Phone, country: str, area: str, number: str) -> None:

@@ -45,6 +45,14 @@ PLAN = DialplanConfig(
     outside_line_prefix="",
 )
 
+PBX = DialplanConfig(
+    country_code="86",
+    area_code="755",
+    international_prefix="00",
+    national_prefix="0",
+    outside_line_prefix="9",
+)
+
 
 def fields(subject: str, plan: DialplanConfig = PLAN) -> list[tuple]:
     return [
@@ -285,6 +293,34 @@ def test_e164_length_limit() -> None:
     # Area 0 does not count.
     assert parse_subject("852-0-123456789012", PLAN)[0].e164 == "+852123456789012"
     assert "extension too long" in error("0-0-1234567890123456").problem
+
+
+@pytest.mark.parametrize(
+    ("subject", "plan", "problem"),
+    [
+        # An extension dials straight out: no outside-line, international or trunk prefix.
+        ("0-0-900441234567", PBX, "extension 900441234567 starts with the dialling prefix 9"),
+        ("0-0-00441234567", PLAN, "extension 00441234567 starts with the dialling prefix 00"),
+        # A local number is dialled as written: "00" would be a call abroad rated as local.
+        ("0-00441234567", PLAN, "number 00441234567 starts with the dialling prefix 00"),
+        ("86-755-00441234", PLAN, "number 00441234 starts with the dialling prefix 00"),
+        ("+86-0-00441234", PLAN, "number 00441234 starts with the dialling prefix 00"),
+        ("755-0900123456", PLAN, "number 0900123456 starts with the dialling prefix 0"),
+        # "0044" loses one trunk 0 as an area code and would still dial 0044...
+        ("0044-1234567890", PLAN, "area code 044 starts with the dialling prefix 0"),
+    ],
+)
+def test_dialling_prefixes_cannot_be_smuggled_past_the_destination_policy(
+    subject: str, plan: DialplanConfig, problem: str
+) -> None:
+    assert error(subject, plan).problem == problem
+
+
+def test_ordinary_numbers_keep_their_dial_strings_with_a_pbx() -> None:
+    assert [(r.dial, r.e164) for r in parse_subject("0-0-123; 020-12345678", PBX)] == [
+        ("123", None),
+        ("902012345678", "+862012345678"),
+    ]
     assert "too long" in error("AF" + "1" * 17).problem
 
 
@@ -378,6 +414,10 @@ def recipients(draw: st.DrawFn, plan: DialplanConfig = PLAN) -> Recipient:
         # At home "0755" means 755: a different recipient, not a round-trip failure.
         assume(not (country == plan.country_code and area.startswith("0") and area != "0"))
         assume(len(country) + len(dp.international_area(area)) + len(number) <= 15)
+    if country in ("0", plan.country_code):
+        # A dialled prefix hidden in the first digits is refused (toll fraud).
+        dialled_first = area if area not in ("0", plan.area_code) else number
+        assume(not dialled_first.startswith(plan.national_prefix))
     return Recipient(
         country=country,
         area=area,
