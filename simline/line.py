@@ -36,6 +36,15 @@ hook and ATA answer ERROR. The pty has no modem-control lines: flow control is
 the kernel's pty buffer plus our not reading while T.31 drops CTS, so open it
 without XON/XOFF (0x11/0x13 occur in HDLC data) and flush stale input after
 opening.
+
+Closing the port stands for DTR dropping (see ``ptyport`` for how the close is
+seen): what the DTE wrote before closing still reaches the modem, then the
+modem goes on hook as on ATH (the far end gets the same short drain, so a
+DCN already sent still counts; a call cut mid-page is recorded as
+"calldropped"), and once the call is recorded the modem is replaced by a
+fresh one in command state (like ATZ, echo back on) and output nobody read is
+discarded, so the next opener starts clean. A DTE that opens the port during
+that drain waits a few milliseconds for its first answer.
 """
 
 from __future__ import annotations
@@ -395,6 +404,8 @@ class SimulatedLine:
         self._outbox = bytearray()
         self._cts = True
         self._turn = DteTurn()
+        self._dte_seen = False  # a DTE had the port open when we last looked
+        self._modem_reset_due = False  # the DTE closed the port: reset after the call ends
         self._events: list[tuple[str, str]] = []
         self._clock = 0  # samples since start
         self._call_samples = 0  # samples spent off hook
@@ -440,11 +451,11 @@ class SimulatedLine:
             default=0,
         )
         self._port = PtyPort(self.device)
-        on_tx, on_control = self._callbacks[0], self._callbacks[1]
-        self._t31 = self._lib.t31_init(None, on_tx, None, on_control, None, None, None)
-        if not self._t31:
+        try:
+            self._t31 = self._new_modem()
+        except LineError:
             self._port.close()
-            raise LineError("t31_init failed")
+            raise
         self._thread = threading.Thread(target=self._run, name=f"simline-{self.name}", daemon=True)
         self._thread.start()
         log.info("line %s ready on %s (%s)", self.device, self._port.slave_name, self.options)
@@ -489,6 +500,13 @@ class SimulatedLine:
 
     # --- the loop ----------------------------------------------------------------------
 
+    def _new_modem(self) -> int:
+        on_tx, on_control = self._callbacks[0], self._callbacks[1]
+        modem = self._lib.t31_init(None, on_tx, None, on_control, None, None, None)
+        if not modem:
+            raise LineError("t31_init failed")
+        return int(modem)
+
     def _run(self) -> None:
         assert self._port is not None
         master = self._port.master
@@ -496,6 +514,7 @@ class SimulatedLine:
         try:
             while not self._stop.is_set():
                 self._pump_input()
+                self._watch_dte()
                 self._flush_output()
                 self._handle_events()
                 now = time.monotonic()
@@ -511,8 +530,9 @@ class SimulatedLine:
                     if next_tick < now - 5 * period:
                         next_tick = now  # fell behind: slow line time rather than burst
                     continue
-                readers = [master] if self._cts else []
-                writers = [master] if self._outbox else []
+                # Without a DTE the master polls readable (hang-up) all the time.
+                readers = [master] if self._cts and self._dte_seen else []
+                writers = [master] if self._outbox and self._dte_seen else []
                 select.select(readers, writers, [], next_tick - now)
         except BaseException as exc:  # reported through raise_if_failed()
             self._error = exc
@@ -535,20 +555,50 @@ class SimulatedLine:
     def _pump_input(self) -> None:
         """Feed what the DTE wrote to T.31, in small pieces, only while CTS is on."""
         assert self._port is not None
+        if self._modem_reset_due:
+            return  # a new DTE's input waits for the fresh modem
         budget = 4096
         while self._cts and budget > 0:
             # T.31's transmit buffer is 4 KB with CTS off at 3 KB: 256 more never overflow.
             data = self._port.read(256)
             if not data:
                 return
+            self._dte_seen = True  # also a DTE that wrote and closed between two looks
             if log.isEnabledFor(logging.DEBUG) and len(data) < 80:
                 log.debug("%s DTE> %r", self.name, data)
             self._turn.dte_sent(data)
             self._lib.t31_at_rx(self._t31, data, len(data))
             budget -= len(data)
 
+    def _watch_dte(self) -> None:
+        """The DTE closing the port drops DTR: go on hook, then reset the modem (like ATZ)."""
+        assert self._port is not None
+        if self._port.dte_attached():
+            if not self._modem_reset_due:
+                self._dte_seen = True
+        elif self._dte_seen:
+            self._pump_input()  # its last words (an ATH, say) were written before the close
+            self._dte_seen = False
+            self._modem_reset_due = True
+            log.info("%s: the DTE closed the port (DTR drop)", self.name)
+            self._events.append(("onhook", ""))
+            self._handle_events()
+        if self._modem_reset_due and self._call is None:
+            self._lib.t31_free(self._t31)
+            self._t31 = None
+            self._t31 = self._new_modem()
+            self._outbox.clear()
+            self._events.clear()
+            self._cts = True
+            self._turn = DteTurn()
+            self._port.discard_unread()
+            self._modem_reset_due = False
+            log.info("%s: modem reset, waiting for a DTE", self.name)
+
     def _flush_output(self) -> None:
-        if self._outbox and self._port is not None:
+        if not self._dte_seen:
+            self._outbox.clear()  # nobody to read it (the DTE left)
+        elif self._outbox and self._port is not None:
             taken = self._port.write(self._outbox)
             del self._outbox[:taken]
 

@@ -2,15 +2,27 @@
 
 Class 1 data is binary: 0x11/0x13 (XON/XOFF) and 0x13 (the control byte of
 final HDLC frames) must pass untouched, so the slave is put in raw mode with
-software flow control off. We keep our own slave descriptor open for the life
-of the port: otherwise the master reads EIO whenever no DTE has it open and the
-terminal settings are lost between DTE sessions.
+software flow control off.
+
+We do not keep a slave descriptor open: a real modem hangs up when its DTE
+closes the port (DTR drops), and the only reliable way to see that close on a
+Linux pty is the master side reporting POLLHUP (and read() failing with EIO)
+once no descriptor of the slave is open anywhere. Packet mode (TIOCPKT) does
+not report closes, and counting openers through /proc/*/fd is costly and racy.
+The pty itself lives as long as the master is open, and so do its termios
+settings across slave close/reopen (checked on Linux: raw mode set before the
+first open, and any change a DTE makes, are what the next opener finds), so
+the raw mode is applied once, through a slave descriptor closed right away.
+The price: before the first open and between DTE sessions the master polls as
+readable (POLLHUP) all the time, so the line must not wait on it for input
+while ``dte_attached()`` is false.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import select
 import termios
 import tty
 from pathlib import Path
@@ -31,9 +43,12 @@ class PtyPort:
             raise DevicePathError(f"{self.device} exists and is not a symlink; refusing to replace")
         if not self.device.parent.is_dir():
             raise DevicePathError(f"directory {self.device.parent} does not exist")
-        self.master, self._slave = os.openpty()
-        self.slave_name = os.ttyname(self._slave)
-        make_raw(self._slave)
+        self.master, slave = os.openpty()
+        try:
+            self.slave_name = os.ttyname(slave)
+            make_raw(slave)
+        finally:
+            os.close(slave)
         os.set_blocking(self.master, False)
         temporary = self.device.with_name(f".{self.device.name}.{os.getpid()}.tmp")
         with contextlib.suppress(FileNotFoundError):
@@ -47,8 +62,22 @@ class PtyPort:
             return os.read(self.master, limit)
         except (BlockingIOError, InterruptedError):
             return b""
-        except OSError:  # EIO: no slave open; cannot happen while we hold ours
+        except OSError:  # EIO: no DTE has the slave open and all it wrote has been read
             return b""
+
+    def dte_attached(self) -> bool:
+        """Whether some process (the DTE) has the slave open right now."""
+        ready = select.poll()
+        ready.register(self.master, select.POLLIN)
+        return not any(events & select.POLLHUP for _, events in ready.poll(0))
+
+    def discard_unread(self) -> None:
+        """Drop what we wrote that no DTE read, so the next opener starts clean."""
+        slave = os.open(self.slave_name, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        try:
+            termios.tcflush(slave, termios.TCIFLUSH)
+        finally:
+            os.close(slave)
 
     def write(self, data: bytes | bytearray) -> int:
         """Write what fits without blocking; returns the number of bytes taken."""
@@ -58,13 +87,12 @@ class PtyPort:
             return 0
 
     def close(self) -> None:
-        """Remove the symlink (only if it still points at our pty) and close both sides."""
+        """Remove the symlink (only if it still points at our pty) and close the master."""
         with contextlib.suppress(OSError):
             if os.readlink(self.device) == self.slave_name:
                 self.device.unlink()
-        for fd in (self.master, self._slave):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        with contextlib.suppress(OSError):
+            os.close(self.master)
 
 
 def make_raw(fd: int) -> None:

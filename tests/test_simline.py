@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -203,6 +205,52 @@ def test_no_answer_and_voice_calls_are_recorded(tmp_path: Path) -> None:
         (call,) = line.wait_for_fax(1, timeout=5)
     assert 10 <= call.line_seconds < 11
     assert (call.result, call.pages) == ("not_a_fax", 0)
+
+
+DIAL_AND_HOLD = """
+import sys, time, serial
+port = serial.Serial(sys.argv[1], timeout=0.2)
+deadline = time.monotonic() + 20
+for command, answer in ((b"ATE0", b"OK"), (b"AT+FCLASS=1", b"OK"), (b"ATD5551234", b"CONNECT")):
+    port.write(command + b"\\r")
+    reply = b""
+    while answer + b"\\r\\n" not in reply and time.monotonic() < deadline:
+        reply += port.read(64)
+print(answer.decode() if answer in reply else repr(reply), flush=True)
+port.read(1 << 20)  # hold the port (and the call) until killed
+"""
+
+
+def test_closing_the_port_drops_the_call_and_resets_the_modem(tmp_path: Path) -> None:
+    """A DTE killed mid-call (its port closed by the kernel) is a DTR drop: on hook, ATZ."""
+    device = tmp_path / "modem0"
+    with SimulatedLine(device, tmp_path / "out", LineOptions(pacing=20)) as line:
+        dte = subprocess.Popen(
+            [sys.executable, "-c", DIAL_AND_HOLD, str(device)], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert dte.stdout is not None and dte.stdout.readline().strip() == "CONNECT"
+            assert line.received() == []  # the call is up, the far end is waiting for DCS
+            dte.kill()
+        finally:
+            dte.kill()
+            dte.wait()
+        (dropped,) = line.wait_for_fax(1, timeout=5)
+        # Dropped by the modem within line seconds of CONNECT, not by the far end's T1 (35 s).
+        assert (dropped.result, dropped.pages) == ("calldropped", 0)
+        assert dropped.line_seconds < 10 and "DCS" not in str(dropped.json["frames"])
+
+        # The next opener finds a fresh modem (echo on again: the killed DTE had sent
+        # ATE0, no stale output) and can call again; closing in-process drops that call too.
+        with serial.Serial(str(device), timeout=0.2) as port:
+            assert at(port, b"AT") == b"AT\r\r\nOK\r\n"
+            at(port, b"ATE0")
+            at(port, b"AT+FCLASS=1")
+            assert b"CONNECT" in at(port, b"ATD5551234", until=b"CONNECT\r\n", timeout=10)
+        first, second = line.wait_for_fax(2, timeout=5)
+        assert (first.call, second.call, second.result) == (1, 2, "calldropped")
+        with serial.Serial(str(device), timeout=0.2) as port:
+            assert at(port, b"AT") == b"AT\r\r\nOK\r\n"
 
 
 def test_efax_sends_one_page(tmp_path: Path) -> None:
