@@ -41,6 +41,7 @@ from faxgate.grammar.subject import SubjectError, parse_subject
 from faxgate.milter import rules
 from faxgate.milter.mimeparts import (
     MalformedMessage,
+    MimeLimitExceeded,
     ascii_safe,
     decode_header,
     describe_char,
@@ -320,6 +321,10 @@ class FaxMilter(Milter.Base):
         raw = self._raw_message()
         try:
             parts = split_message(raw)
+        except MimeLimitExceeded as exc:
+            return self._reject(
+                Rejection(552, "5.3.4", f"Message too complex to fax: {exc}", "mime_limit")
+            )
         except MalformedMessage as exc:
             return self._reject(Rejection(550, "5.6.1", f"Message unreadable: {exc}", "bad_mime"))
         if not parts.attachments:

@@ -812,3 +812,17 @@ def test_milter_command_reports_a_socket_it_cannot_listen_on(tmp_path: Path) -> 
             )
             assert done.returncode == code, done.stderr
             assert words in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_mime_bomb_rejected_with_552_naming_the_limit(gw: Gateway) -> None:
+    depth = 10_000
+    body = b"".join(
+        b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (i, i)
+        for i in range(depth)
+    ) + b"".join(b"\r\n--b%d--\r\n" % i for i in reversed(range(depth)))
+    head = b"From: alice@example.com\r\nTo: fax@fax.example.com\r\nSubject: 755-83235170\r\n"
+    out = gw.send(head + b"MIME-Version: 1.0\r\n" + body)
+    assert (out.result, out.code, out.reply[1]) == ("reject", "552", "5.3.4")
+    assert "nested more than 20 levels deep (the limit)" in out.text
+    assert_ascii_lines(out)
+    assert gw.jobs() == []

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import time
 from email.message import EmailMessage
 
 import pytest
 
 from faxgate.milter.mimeparts import (
-    MalformedMessage,
+    MAX_MIME_DEPTH,
+    MAX_MIME_PARTS,
+    MimeLimitExceeded,
     ascii_safe,
     decode_bytes,
     decode_header,
@@ -103,13 +106,35 @@ def test_html_only_body_text() -> None:
     assert split_message(msg.as_bytes()).body_text == "Hello & bye"
 
 
-def test_absurd_nesting_is_malformed_not_a_crash() -> None:
-    deep = b"".join(
+def _nested(depth: int) -> bytes:
+    opening = b"".join(
         b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (i, i)
-        for i in range(3000)
+        for i in range(depth)
     )
-    with pytest.raises(MalformedMessage, match="cannot be parsed"):
-        split_message(deep)
+    closing = b"".join(b"\r\n--b%d--\r\n" % i for i in reversed(range(depth)))
+    leaf = b"Content-Type: text/plain\r\nContent-Disposition: attachment; filename=a.txt\r\n\r\nx"
+    return opening + leaf + closing
+
+
+def _flat(parts: int) -> bytes:
+    leaf = b"--B\r\nContent-Type: text/plain\r\nContent-Disposition: attachment\r\n\r\nx\r\n"
+    return b"Content-Type: multipart/mixed; boundary=B\r\n\r\n" + leaf * parts + b"--B--\r\n"
+
+
+def test_mime_bombs_stop_at_the_limits_quickly() -> None:
+    # 10,000 nested multiparts took minutes (parse cost is parts x depth); 100,000
+    # tiny attachments took 150 s in the milter. Both must stop at once, naming the limit.
+    started = time.monotonic()
+    with pytest.raises(MimeLimitExceeded, match=f"more than {MAX_MIME_DEPTH} levels deep"):
+        split_message(_nested(10_000))
+    with pytest.raises(MimeLimitExceeded, match=f"more than {MAX_MIME_PARTS} MIME parts"):
+        split_message(_flat(100_000))
+    assert time.monotonic() - started < 5
+
+
+def test_mime_limits_leave_room_for_real_mail() -> None:
+    assert len(split_message(_nested(MAX_MIME_DEPTH - 1)).attachments) == 1
+    assert len(split_message(_flat(MAX_MIME_PARTS - 1)).attachments) == MAX_MIME_PARTS - 1
 
 
 @pytest.mark.parametrize(
