@@ -826,3 +826,19 @@ def test_mime_bomb_rejected_with_552_naming_the_limit(gw: Gateway) -> None:
     assert "nested more than 20 levels deep (the limit)" in out.text
     assert_ascii_lines(out)
     assert gw.jobs() == []
+
+
+def test_forged_authentication_results_below_the_trusted_one_does_not_count(
+    tmp_path: Path,
+) -> None:
+    g = Gateway(tmp_path, milter={"require_dkim": True, "trusted_authserv_id": "mx.example.com"})
+    g.store.add_sender(ALICE)
+    genuine = b"Authentication-Results: mx.example.com; dkim=fail header.d=example.com\r\n"
+    forged = b"Authentication-Results: mx.example.com; dkim=pass header.d=example.com\r\n"
+    out = g.send(genuine + forged + fax_mail())
+    assert (out.result, out.reply[1]) == ("reject", "5.7.1")
+    assert "No trusted DKIM or DMARC pass" in out.text
+    # A forged header from another authserv-id above the MTA's own changes nothing either.
+    other = b"Authentication-Results: evil.example.net; dkim=pass header.d=example.com\r\n"
+    assert g.send(other + genuine + forged + fax_mail()).result == "reject"
+    assert g.send(other + forged + genuine + fax_mail()).result == "discard"

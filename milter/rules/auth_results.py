@@ -4,6 +4,10 @@ show DKIM or DMARC passing for the From: domain.
 Only headers whose authserv-id is ``[milter] trusted_authserv_id`` count: anyone
 can write an Authentication-Results header, so the border MTA must remove
 incoming ones with that id (RFC 8601 section 5) and add its own.
+
+Of those, only the topmost counts: the MTA adds its result above the headers
+the message arrived with, so a forged ``dkim=pass`` further down (one the MTA
+failed to remove) never outvotes the MTA's own ``dkim=fail`` or ``none``.
 """
 
 from __future__ import annotations
@@ -24,16 +28,15 @@ def _strip_comments(value: str) -> str:
 
 
 def trusted_headers(facts: Facts) -> list[str]:
-    """The Authentication-Results values written by the trusted authserv-id."""
+    """The topmost Authentication-Results value of the trusted authserv-id (0 or 1 item)."""
     trusted = facts.config.milter.trusted_authserv_id.strip().lower()
     if not trusted:
         return []
-    found = []
     for value in facts.authentication_results:
         authserv = _strip_comments(value).split(";", 1)[0].split()
         if authserv and authserv[0].lower() == trusted:
-            found.append(value)
-    return found
+            return [value]
+    return []
 
 
 def _aligned(domain: str, from_domain: str) -> bool:
