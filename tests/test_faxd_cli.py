@@ -48,6 +48,14 @@ def test_directory_add_list_remove(capsys, cfg_path: str) -> None:
     assert code == 1 and "not in the directory" in err
 
 
+def test_directory_refuses_the_gateways_own_fax_address(capsys, cfg_path: str) -> None:
+    with open(cfg_path, "a", encoding="utf-8") as toml:
+        toml.write('[milter]\nfax_addresses = ["fax@fax.example.com"]\n')
+    code, _, err = run(capsys, cfg_path, "directory", "add", "AF1", "Loop", "<FAX@fax.example.com>")
+    assert code == 2 and "is a fax address of this gateway" in err
+    assert run(capsys, cfg_path, "directory", "list", "--json")[1].strip() == "[]"
+
+
 def test_status_when_faxd_is_not_running(capsys, cfg_path: str) -> None:
     code, out, _ = run(capsys, cfg_path, "status")
     assert code == 1

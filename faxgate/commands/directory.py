@@ -31,9 +31,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_add(args: argparse.Namespace) -> int:
-    entry = open_store(args).directory_add(
-        args.network, args.name, args.email, replace=args.replace
-    )
+    from faxgate import config
+    from faxgate.errors import InputError
+    from faxgate.store import Store
+
+    cfg = config.load(args.config)
+    fax_addresses = {a.strip().strip("<>").strip().lower() for a in cfg.milter.fax_addresses}
+    if args.email.strip().strip("<>").strip().lower() in fax_addresses:
+        # faxd would mail the fax to the gateway itself, which drops it as a loop.
+        raise InputError(
+            f"{args.email} is a fax address of this gateway ([milter] fax_addresses):"
+            " a network number must be mailed to the person who receives the fax"
+        )
+    entry = Store.open(cfg).directory_add(args.network, args.name, args.email, replace=args.replace)
     print(f"{entry.network} → {entry.name} <{entry.email}>")
     return 0
 
