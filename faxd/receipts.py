@@ -14,6 +14,7 @@ ends there.
 from __future__ import annotations
 
 import io
+import re
 import socket
 import tomllib
 import unicodedata
@@ -40,6 +41,12 @@ def texts(language: str) -> dict[str, Any]:
     name = language if language in LANGUAGES else "en"
     data = resources.files("faxgate.faxd").joinpath("templates", f"{name}.toml").read_bytes()
     return tomllib.loads(data.decode("utf-8"))
+
+
+#: A Message-ID fit to quote in In-Reply-To. The sender writes it: one with line
+#: breaks (an encoded word can hold CR LF) made every attempt to build the receipt
+#: raise, and one with spaces or several ids is no reference worth keeping.
+_MSG_ID = re.compile(r"<[!-;=?-~]+>")
 
 
 def one_line(value: object) -> str:
@@ -172,7 +179,7 @@ def _headers(
     msg["X-Auto-Response-Suppress"] = "All"
     msg["X-Faxgate-Job"] = job["id"]
     original = str(job.get("message_id") or "").strip()
-    if original:
+    if _MSG_ID.fullmatch(original):
         msg["In-Reply-To"] = original
         msg["References"] = original
 

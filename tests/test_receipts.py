@@ -300,6 +300,39 @@ def test_hostile_subject_and_names_cannot_break_headers_or_lines() -> None:
     assert "Recipient 1: Eve Status: sent / 采购部" in parsed.get_body(("plain",)).get_content()
 
 
+@pytest.mark.parametrize(
+    "message_id",
+    ["<a@b>\r\nBcc: victim@example.com", "<a@b> <c@d>", "<a\n@b>", "a@b", "<a\x00@b>"],
+)
+def test_hostile_original_message_id_is_left_out_not_a_receipt_that_never_builds(
+    message_id: str,
+) -> None:
+    job, progress = job_and_progress()
+    job["message_id"] = message_id
+    msg = receipts.build_receipt(
+        job,
+        progress,
+        language="en",
+        from_address="f@x",
+        message_id="<r@x>",
+        first_page=None,
+        now=T0,
+    )
+    parsed = email.message_from_bytes(msg.as_bytes(policy=email.policy.SMTP))
+    assert parsed["Bcc"] is None and parsed["In-Reply-To"] is None and parsed["References"] is None
+    job["message_id"] = "<ok.1@example.com>"
+    msg = receipts.build_receipt(
+        job,
+        progress,
+        language="en",
+        from_address="f@x",
+        message_id="<r@x>",
+        first_page=None,
+        now=T0,
+    )
+    assert msg["In-Reply-To"] == "<ok.1@example.com>"
+
+
 @pytest.mark.parametrize("guide", ["user-guide.md", "user-guide.zh.md"])
 def test_user_guide_tables_list_exactly_the_reason_codes_receipts_use(guide: str) -> None:
     import re
