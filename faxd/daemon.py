@@ -60,7 +60,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from faxgate.durable import fsync_dir, replace_atomically
 from faxgate.errors import (
@@ -75,6 +75,9 @@ from faxgate.faxd import spool
 from faxgate.faxd.mailout import MailPermanentError, MailTemporaryError, send_mail
 from faxgate.faxd.page import FaxPage
 from faxgate.faxd.sender import ImagePages
+
+if TYPE_CHECKING:
+    from faxgate.store import Sender, SenderLimits
 
 log = logging.getLogger("faxgate.faxd")
 
@@ -636,7 +639,10 @@ class FaxDaemon:
             when=created,
             comment=str(job.get("body_text") or ""),
         )
-        return RenderOptions.from_config(self.cfg, sender=sender, when=created, cover=cover)
+        limits = self._sender_limits(str(job.get("sender") or ""))
+        return RenderOptions.from_config(
+            self.cfg, sender=sender, when=created, cover=cover, max_pages=limits.max_pages
+        )
 
     def cover_page(self, job: dict[str, Any], idx: int, pages: int) -> FaxPage:
         """Recipient ``idx``'s cover page of a job of ``pages`` pages. Documents are
@@ -1006,14 +1012,31 @@ class FaxDaemon:
             self._save(aj, rec)
         self._event(aj, "network_failed", f"{message}; now {rec.state} by {rec.route}", rec.idx)
 
-    def _language(self, sender: str) -> str:
-        language = None
+    def _sender(self, email: str) -> Sender | None:
+        """The registered sender, or None (also when the store cannot answer:
+        the configured defaults then apply)."""
         try:
-            found = self.store.get_sender(sender)
-            language = getattr(found, "language", None) if found else None
+            return self.store.get_sender(email)
         except (FaxgateError, OSError) as exc:
             log.warning("sender lookup failed: %s", exc)
-        return language or self.cfg.receipts.language
+            return None
+
+    def _sender_limits(self, email: str) -> SenderLimits:
+        """The sender's own limits (pages per job …) where set, else the config's."""
+        from faxgate.store import SenderLimits
+
+        found = self._sender(email)
+        if found is None:
+            return SenderLimits(
+                self.cfg.limits.max_recipients,
+                self.cfg.limits.max_pages,
+                self.cfg.limits.jobs_per_day,
+            )
+        return found.effective_limits(self.cfg.limits)
+
+    def _language(self, sender: str) -> str:
+        found = self._sender(sender)
+        return (found.language if found else None) or self.cfg.receipts.language
 
     def _send_notice(self, aj: ActiveJob, kind: str) -> None:
         """Send the receipt (or acceptance notice) with its intent on disk first."""

@@ -496,6 +496,19 @@ def test_document_that_cannot_be_rendered_fails_with_a_receipt(env) -> None:
     assert job_state(cfg, job_id) == "failed"
 
 
+def test_a_senders_own_page_limit_fails_a_longer_job_with_a_receipt(env) -> None:
+    capture = env.smtp()
+    cfg = env.config([])
+    with Store.open(cfg) as store:
+        store.add_sender("alice@example.com", "Alice", max_pages=2)
+    env.faxd(cfg)
+    job_id = submit(cfg, "12345678/Long", text="\f".join(f"Page {n}\n" for n in range(1, 4)))
+    receipt = wait_until(lambda: capture.parsed("alice@example.com"), 30, "the receipt")[0]
+    body = receipt.get_body(("plain",)).get_content()
+    assert "(render_failed)" in body and "more than 2 pages" in body
+    assert job_state(cfg, job_id) == "failed"
+
+
 def test_far_end_hangs_up_mid_fax_and_retries_resume(env) -> None:
     devices, _ = env.line(["modem0"], LineOptions(pacing=PACING, hangup_after_page=2))
     capture = env.smtp()
