@@ -26,6 +26,7 @@ import gc
 import logging
 import re
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -100,6 +101,14 @@ def _envelope_address(value: str) -> str:
     if value.startswith("<") and value.endswith(">"):
         value = value[1:-1]
     return value.strip()
+
+
+def _one_line(text: str) -> str:
+    """Sender text for one line of a reply or log: control characters (an encoded
+    word can hold CR LF) shown as ``\\uXXXX`` instead of starting fake lines."""
+    return "".join(
+        f"\\u{ord(char):04x}" if unicodedata.category(char)[0] == "C" else char for char in text
+    )
 
 
 def _guarded(noreply: bool = False) -> Callable[[Callable[..., int]], Callable[..., int]]:
@@ -307,8 +316,8 @@ class FaxMilter(Milter.Base):
         if 0 <= position < len(self.subject) and not (" " <= self.subject[position] <= "~"):
             lines.append(f"At column {exc.column} is {describe_char(self.subject[position])}")
         if exc.text:
-            lines.append(f"Near: {exc.text}")
-        lines.append(f"Subject: {self.subject}")
+            lines.append(f"Near: {_one_line(exc.text)}")
+        lines.append(f"Subject: {_one_line(self.subject)}")
         lines.append(f"Hint: {exc.hint}")
         return Rejection(550, "5.6.0", "\n".join(lines), "bad_subject")
 

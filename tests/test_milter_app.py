@@ -842,3 +842,18 @@ def test_forged_authentication_results_below_the_trusted_one_does_not_count(
     other = b"Authentication-Results: evil.example.net; dkim=pass header.d=example.com\r\n"
     assert g.send(other + genuine + forged + fax_mail()).result == "reject"
     assert g.send(other + forged + genuine + fax_mail()).result == "discard"
+
+
+def test_line_breaks_in_a_decoded_subject_cannot_fake_reply_or_log_lines(
+    gw: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    hostile = b"Subject: =?utf-8?q?755-8323=0D=0A250_2.0.0_Ok=0D=0AFAKE_LOG_LINE?="
+    raw = fax_mail(subject="x").replace(b"Subject: x", hostile)
+    with caplog.at_level(logging.INFO, logger="faxgate.milter"):
+        out = gw.send(raw)
+    assert (out.result, out.code) == ("reject", "550")
+    assert_ascii_lines(out)
+    assert "Subject: 755-8323\\u000d\\u000a250 2.0.0 Ok\\u000d\\u000aFAKE LOG LINE" in out.reply
+    assert not any(line.startswith(("250", "FAKE")) for line in out.reply)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "\r" not in logged and "\nFAKE" not in logged and "\n250" not in logged
