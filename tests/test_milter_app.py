@@ -857,3 +857,34 @@ def test_line_breaks_in_a_decoded_subject_cannot_fake_reply_or_log_lines(
     assert not any(line.startswith(("250", "FAKE")) for line in out.reply)
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "\r" not in logged and "\nFAKE" not in logged and "\n250" not in logged
+
+
+def test_hostile_attachment_filenames_are_display_text_never_paths(gw: Gateway) -> None:
+    pdf = base64.b64encode(make_pdf())
+    dispositions = [
+        b'filename="/etc/passwd"',
+        b"filename*=utf-8''..%2F..%2Fetc%2Fshadow%00.pdf",
+        b"filename*=utf-8''a%0D%0ABcc%3A%20x%40evil.example%0D%0A.pdf",
+        b'filename*0*=utf-8\'\'..%2F..; filename*1="/root/.ssh"; filename*2="/k.pdf"',
+        b'filename="..\\\\..\\\\windows\\\\win.ini"',
+        b'filename="' + b"A" * 10_000 + b'.pdf"',
+    ]
+    parts = b"".join(
+        b"--B\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n"
+        b"Content-Disposition: attachment; " + d + b"\r\n\r\n" + pdf + b"\r\n"
+        for d in dispositions
+    )
+    raw = (
+        b"From: alice@example.com\r\nTo: fax@fax.example.com\r\nSubject: 755-83235170\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"
+        + parts
+        + b"--B--\r\n"
+    )
+    assert gw.send(raw).result == "discard"
+    names = [d["filename"] for d in gw.jobs()[0]["documents"]]
+    assert names[:5] == ["passwd", "shadow.pdf", "aBcc: x@evil.example.pdf", "k.pdf", "win.ini"]
+    assert len(names[5]) == 120 and names[5].endswith("...")
+    for name in names:
+        assert "/" not in name and "\\" not in name and name.isprintable()
+    spooled = sorted(p.name for p in (gw.spool / "incoming").rglob("*") if p.is_file())
+    assert spooled == ["job.json", "message.eml"]
