@@ -888,3 +888,29 @@ def test_hostile_attachment_filenames_are_display_text_never_paths(gw: Gateway) 
         assert "/" not in name and "\\" not in name and name.isprintable()
     spooled = sorted(p.name for p in (gw.spool / "incoming").rglob("*") if p.is_file())
     assert spooled == ["job.json", "message.eml"]
+
+
+@pytest.mark.parametrize(
+    ("from_lines", "reason"),
+    [
+        (["alice@example.com", "evil@x.example"], "exactly one address"),
+        (["alice@example.com, evil@x.example"], "exactly one address"),
+        (["team: alice@example.com, evil@x.example;"], "exactly one address"),
+        (["<alice@example.com> <evil@x.example>"], "exactly one address"),
+        (['"alice@example.com" <evil@x.example>'], "must be the envelope sender"),
+        (['"alice@example.com"@x.example'], "must be the envelope sender"),
+        (["\u0430lice@example.com"], "must be the envelope sender"),  # Cyrillic a
+        (["alice@example.com\u200b"], "must be the envelope sender"),  # zero-width space
+        ([], "exactly one address"),
+    ],
+)
+def test_from_header_spoofing_attempts_are_refused(
+    gw: Gateway, from_lines: list[str], reason: str
+) -> None:
+    raw = b"".join(f"From: {line}\r\n".encode() for line in from_lines) + b"\r\n".join(
+        line for line in fax_mail().split(b"\n") if not line.startswith(b"From:")
+    )
+    out = gw.send(raw)
+    assert (out.result, out.code, out.reply[1]) == ("reject", "550", "5.7.1")
+    assert reason in out.text
+    assert gw.jobs() == []
