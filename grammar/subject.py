@@ -556,6 +556,11 @@ def _network(token: _Tok) -> str:
     return network
 
 
+#: Longest name1/name2: a cover page draws each on one line, and a 100,000-character
+#: name made PIL allocate a 150-megapixel text image per recipient.
+MAX_NAME_CHARS = 100
+
+
 def _name(token: _Tok) -> str:
     for offset, char in enumerate(token.value):
         if unicodedata.category(char) == "Cc" and not char.isspace():
@@ -565,7 +570,15 @@ def _name(token: _Tok) -> str:
                 char,
                 "Names may contain any visible character except ; / and |",
             )
-    return " ".join(token.value.split())
+    name = " ".join(token.value.split())
+    if len(name) > MAX_NAME_CHARS:
+        raise SubjectError(
+            f"name too long: {len(name)} characters",
+            token.start_pos + 1,
+            name[:20] + "...",
+            f"A name has at most {MAX_NAME_CHARS} characters; check for a missing ';'",
+        )
+    return name
 
 
 # --- syntax errors -------------------------------------------------------------------------

@@ -316,6 +316,13 @@ def test_dialling_prefixes_cannot_be_smuggled_past_the_destination_policy(
     assert error(subject, plan).problem == problem
 
 
+def test_names_are_limited_so_a_cover_page_stays_small() -> None:
+    longest = "名" * subject_module.MAX_NAME_CHARS
+    assert parse_subject(f"83235170/{longest}|{longest}", PLAN)[0].name2 == longest
+    problem = error("83235170/a|" + "名" * 100_000).problem
+    assert problem == "name too long: 100000 characters"
+
+
 def test_ordinary_numbers_keep_their_dial_strings_with_a_pbx() -> None:
     assert [(r.dial, r.e164) for r in parse_subject("0-0-123; 020-12345678", PBX)] == [
         ("123", None),
