@@ -13,6 +13,7 @@ from faxgate.faxd.page import DOTS_PER_INCH_ACROSS, FaxPage
 from faxgate.render import fonts
 from faxgate.render.bilevel import to_bilevel
 from faxgate.render.geometry import PageGeometry
+from faxgate.render.header import fit_text
 from faxgate.render.text import paginate
 
 _LEFT = 120
@@ -61,6 +62,7 @@ def render_cover_page(cover: CoverInfo, geometry: PageGeometry, pages: int) -> F
         if not value:
             continue
         draw.text((_LEFT, top), label, font=label_font, fill=0)
+        value = fit_text(value, value_font, geometry.width - _LEFT - 330 - _LEFT // 2)
         draw.text((_LEFT + 330, top), value, font=value_font, fill=0)
         top += _FIELD_EM * 8 // 5
     top += 20

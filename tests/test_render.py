@@ -480,6 +480,29 @@ def test_cover_page_draws_chinese_and_truncates_long_comments():
     assert black(long_body.image)[-100:].sum() == 0  # bottom margin kept
 
 
+def test_huge_sender_and_names_are_cut_to_the_line_quickly():
+    # The From: display name reaches the header band and the cover page: 100 KB of it
+    # took minutes per page (quadratic shortening) and a 150-megapixel text image.
+    from faxgate.render import fonts
+    from faxgate.render.header import fit_text, stamp
+
+    font = fonts.sans(40)
+    started = time.monotonic()
+    cut = fit_text("张" * 100_000, font, 1600)
+    assert cut.endswith("…") and font.getlength(cut) <= 1600
+    assert font.getlength(cut[:-1] + "张…") > 1600  # the longest beginning that fits
+    page = render_cover_page(
+        CoverInfo("名" * 100_000, "x" * 100_000, "张" * 100_000, when=WHEN), RenderOptions(), 2
+    )
+    stamp(page, "+86 1  " + "张" * 100_000)
+    assert page.image.size == (1728, 2292)
+    assert time.monotonic() - started < 3
+    assert fit_text("short", font, 1600) == "short"
+    for text in ("张三 <zhang@example.cn> " * 8, "W" * 300, "a\u200bb" * 900):
+        cut = fit_text(text, font, 700)
+        assert font.getlength(cut) <= 700 and text.startswith(cut[:-1])
+
+
 def test_documents_in_order_with_sources():
     labelled = render_with_sources(
         [
