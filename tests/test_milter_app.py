@@ -914,3 +914,31 @@ def test_from_header_spoofing_attempts_are_refused(
     assert (out.result, out.code, out.reply[1]) == ("reject", "550", "5.7.1")
     assert reason in out.text
     assert gw.jobs() == []
+
+
+@pytest.mark.parametrize(
+    ("subject", "expected"),
+    [
+        # Written the national way, judged by E.164: premium behind the trunk prefix.
+        ("0900-123456", "premium-rate number (+86900...)"),
+        ("+86-0900-123456", "premium-rate number (+86900...)"),
+        ("86-900-123456", "premium-rate number (+86900...)"),
+        # International written with "00" or "+": still international.
+        ("0044-20-12345678", "international faxes are not allowed"),
+        ("+44 20 1234 5678", "international faxes are not allowed"),
+        # Dialling prefixes hidden where digits are dialled as written: refused outright.
+        ("0-00441234567", "starts with the dialling prefix 00"),
+        ("0-0-00441234567", "starts with the dialling prefix 00"),
+        ("0044-1234567890", "starts with the dialling prefix 0"),
+        ("755-8323;5170;0,0441234", "not understood"),
+        ("755-8323W5170", "not understood"),
+        ("７５５－８３２３５１７０*#", "not understood"),
+    ],
+)
+def test_toll_fraud_attempts_meet_the_policy(tmp_path: Path, subject: str, expected: str) -> None:
+    g = Gateway(tmp_path, policy={"premium_prefixes": ["+86900"]})
+    g.store.add_sender(ALICE, destinations="domestic")
+    out = g.send(fax_mail(subject=subject))
+    assert out.result == "reject" and out.code == "550", out.text
+    assert expected in out.text
+    assert g.jobs() == []
