@@ -132,6 +132,14 @@ def test_mime_bombs_stop_at_the_limits_quickly() -> None:
     assert time.monotonic() - started < 5
 
 
+def test_deeply_nested_comments_in_authentication_results_are_linear() -> None:
+    depth = 50_000
+    value = "mx; dkim=pass " + "(" * depth + ")" * depth + " header.d=example.com"
+    started = time.monotonic()
+    assert passes(value, "example.com")
+    assert time.monotonic() - started < 1
+
+
 def test_mime_limits_leave_room_for_real_mail() -> None:
     assert len(split_message(_nested(MAX_MIME_DEPTH - 1)).attachments) == 1
     assert len(split_message(_flat(MAX_MIME_PARTS - 1)).attachments) == MAX_MIME_PARTS - 1
@@ -146,6 +154,8 @@ def test_mime_limits_leave_room_for_real_mail() -> None:
         ("mx; dkim=pass header.d=evil.com", False),
         ("mx; dkim=pass (comment; dkim=pass header.d=example.com) header.d=evil.com", False),
         ("mx; dmarc=fail header.from=example.com", False),
+        ("mx; dkim=pass (a \\) dkim=fail (b)) header.d=example.com", True),
+        ("mx; dkim=pass (unclosed header.d=example.com", False),
         ("mx", False),
     ],
 )

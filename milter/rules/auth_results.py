@@ -16,15 +16,35 @@ import re
 
 from faxgate.milter.rules.base import Facts, Rejection
 
-_COMMENT = re.compile(r"\([^()]*\)")
 _PROPERTY = re.compile(r"([A-Za-z0-9_.-]+)\s*=\s*(\"[^\"]*\"|[^\s;]+)")
 
 
 def _strip_comments(value: str) -> str:
-    previous = None
-    while previous != value:  # nested comments: remove innermost first
-        previous, value = value, _COMMENT.sub(" ", value)
-    return value
+    """``value`` with (nested) comments replaced by a space, in one pass.
+
+    Removing the innermost comment until nothing changes was quadratic: 50,000
+    nested parentheses in one header took seconds per header.
+    """
+    out: list[str] = []
+    depth = 0
+    escaped = False
+    for char in value:
+        if not depth:
+            if char == "(":
+                depth = 1
+            else:
+                out.append(char)
+        elif escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if not depth:
+                out.append(" ")
+    return "".join(out)
 
 
 def trusted_headers(facts: Facts) -> list[str]:
