@@ -276,7 +276,17 @@ class FaxMilter(Milter.Base):
             return self._too_big(self.esmtp_size)
         store = self.runtime.store
         raw_from = [unfold(v) for n, v in self.headers if n.lower() == "from"]
-        from_addresses = [addr for _name, addr in getaddresses(raw_from) if "@" in addr]
+        try:
+            from_addresses = [addr for _name, addr in getaddresses(raw_from) if "@" in addr]
+        except RecursionError:  # the email package parses nested comments recursively
+            return self._reject(
+                Rejection(
+                    550,
+                    "5.7.1",
+                    "The From: header cannot be parsed (comments nested too deep)",
+                    "bad_from",
+                )
+            )
         facts = Facts(
             config=self.config,
             store=store,

@@ -942,3 +942,10 @@ def test_toll_fraud_attempts_meet_the_policy(tmp_path: Path, subject: str, expec
     assert out.result == "reject" and out.code == "550", out.text
     assert expected in out.text
     assert g.jobs() == []
+
+
+def test_from_header_with_absurdly_nested_comments_is_a_5xx_not_a_tempfail(gw: Gateway) -> None:
+    raw = fax_mail().replace(b"From: Alice", b"From: " + b"(" * 50_000 + b" Alice", 1)
+    out = gw.send(raw)
+    assert (out.result, out.code, out.reply[1]) == ("reject", "550", "5.7.1")
+    assert "From: header cannot be parsed" in out.text
