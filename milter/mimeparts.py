@@ -36,6 +36,9 @@ _CHARSET_ALIASES = {
 _FALLBACKS = ("utf-8", "gb18030", "big5hkscs")
 
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
+#: Lone surrogates, which a declared charset such as "unicode_escape" can produce
+#: ("\\ud800") and which no UTF-8 file, database or SMTP reply accepts.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 
 #: Parts that accompany a body but are not documents (S/MIME and PGP signatures).
@@ -73,9 +76,12 @@ def decode_bytes(data: bytes, charset: str | None = None) -> str:
     codec = codec_for(charset)
     if codec:
         try:
-            return data.decode(codec)
+            text = data.decode(codec)
         except (LookupError, UnicodeDecodeError, ValueError):
             pass
+        else:
+            if not _SURROGATE.search(text):
+                return text
     decoded = []
     for candidate in _FALLBACKS:
         try:
@@ -88,9 +94,10 @@ def decode_bytes(data: bytes, charset: str | None = None) -> str:
     if decoded:
         return decoded[0]
     try:
-        return data.decode(codec or "utf-8", errors="replace")
+        text = data.decode(codec or "utf-8", errors="replace")
     except (LookupError, ValueError):  # unknown, or not a text codec ("hex", "zlib")
-        return data.decode("utf-8", errors="replace")
+        text = ""
+    return text if text and not _SURROGATE.search(text) else data.decode("utf-8", "replace")
 
 
 def _decode_word(encoding: str, payload: str) -> bytes | None:

@@ -949,3 +949,12 @@ def test_from_header_with_absurdly_nested_comments_is_a_5xx_not_a_tempfail(gw: G
     out = gw.send(raw)
     assert (out.result, out.code, out.reply[1]) == ("reject", "550", "5.7.1")
     assert "From: header cannot be parsed" in out.text
+
+
+def test_charset_that_decodes_to_lone_surrogates_is_faxed_not_tempfailed(gw: Gateway) -> None:
+    word = b"=?unicode_escape?q?=5Cud800?="
+    raw = fax_mail(subject="x").replace(b"Subject: x", b"Subject: 755-83235170/" + word)
+    raw = raw.replace(b"Message-ID: <", b"Message-ID: " + word + b"<")
+    assert gw.send(raw).result == "discard"
+    (job,) = gw.jobs()
+    assert job["recipients"][0]["name1"] == "\\ud800"

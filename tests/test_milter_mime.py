@@ -216,3 +216,12 @@ def test_line_end_search_agrees_with_the_email_packages_regex() -> None:
         assert (expected and (expected.span(), expected.group(0))) == (
             got and (got.span(), got.group(0))
         ), repr(text)
+
+
+@pytest.mark.parametrize("charset", ["unicode_escape", "raw_unicode_escape", "utf-16", "utf-7"])
+def test_declared_charsets_never_yield_lone_surrogates(charset: str) -> None:
+    for payload in (b"\\ud800x", b"+2AA-", b"\x00\xd8"):
+        text = decode_bytes(payload, charset)
+        text.encode("utf-8")  # a lone surrogate would raise here (job.json, store, replies)
+    word = "=?unicode_escape?q?=5Cud800?="
+    assert decode_header(f"755-1/{word}").encode("utf-8")
