@@ -133,6 +133,11 @@ class PolicyConfig:
         ["86168", "86169", "1900", "1976", "44871", "44872", "44873", "4490"],
         "E.164 prefixes of premium-rate numbers; blocked unless the sender may call them.",
     )
+    max_extension_digits: int = _opt(
+        5,
+        "Longest internal extension (0-0-N) accepted. The modem dials N as written, so a"
+        " longer N could reach the public network unchecked; 0 refuses extensions.",
+    )
 
 
 @dataclass(frozen=True)

@@ -672,6 +672,14 @@ def test_premium_and_denied_prefixes(tmp_path: Path) -> None:
     assert g.send(fax_mail(subject="1-900-5551234")).result == "discard"
 
 
+def test_long_internal_extension_is_a_public_number_in_disguise(tmp_path: Path) -> None:
+    g = Gateway(tmp_path, policy={"max_extension_digits": 4})
+    g.store.add_sender(ALICE, destinations="international")
+    disguised = g.send(fax_mail(subject="0-0-12345678/Anyone"))
+    assert disguised.reply[1] == "5.7.1" and "at most 4 digits" in disguised.text
+    assert g.send(fax_mail(subject="0-0-1234/Reception")).result == "discard"
+
+
 def test_local_only_sender(gw: Gateway) -> None:
     gw.store.update_sender(ALICE, destinations="local")
     assert gw.send(fax_mail(subject="10-12345678")).reply[1] == "5.7.1"

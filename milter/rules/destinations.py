@@ -5,6 +5,10 @@ prefix lists; ``deny_prefixes`` always block; premium-rate prefixes block
 unless the sender has ``allow_premium``; and the call's scope (internal <
 local < domestic < international) must be within the sender's
 ``destinations``. Network-only recipients are not dialled and pass.
+Internal extensions (``0-0-N``) have no E.164 form for the prefix lists, and
+the modem dials N as written, so N may be at most ``[policy]
+max_extension_digits`` long: a longer "extension" is a public number in
+disguise.
 """
 
 from __future__ import annotations
@@ -52,6 +56,14 @@ def check(facts: Facts) -> Rejection | None:
     for position, recipient in enumerate(facts.recipients, 1):
         if recipient.is_network_only:
             continue
+        if recipient.is_internal and len(recipient.number or "") > policy.max_extension_digits:
+            return Rejection(
+                550,
+                "5.7.1",
+                f"{_label(position, recipient)}: internal extensions have at most"
+                f" {policy.max_extension_digits} digits",
+                "extension_too_long",
+            )
         digits = _NOT_DIGIT.sub("", recipient.e164 or "")
         exempt = bool(digits) and _matches(digits, policy.allow_prefixes) is not None
         if digits and not exempt:
