@@ -41,7 +41,7 @@ REASONS = (
 
 #: What may follow ATD: digits, ``*``/``#``, ``,`` (pause) and ``W`` (wait for dial
 #: tone). Anything else could smuggle modem commands (``;``, CR) into the dial string.
-DIAL_STRING = re.compile(r"^[0-9*#,Ww]{1,40}$")
+DIAL_STRING = re.compile(r"[0-9*#,Ww]{1,40}")
 
 # --- events (transport → machine) --------------------------------------------------
 
@@ -255,7 +255,7 @@ class T30Sender:
         *,
         first_page: int = 0,
     ) -> None:
-        if not DIAL_STRING.match(number):
+        if not DIAL_STRING.fullmatch(number):
             raise ValueError(f"not a dial string: {number!r}")
         if not 0 <= first_page < pages.count:
             raise ValueError(f"first_page {first_page} outside 0..{pages.count - 1}")

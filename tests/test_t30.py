@@ -419,7 +419,7 @@ def test_outside_line_prefix_and_pauses_reach_the_dial_command():
     assert summary(actions) == ["dial ATDP9,W5550199", "done busy"]
 
 
-@pytest.mark.parametrize("number", ["", "555;ATZ", "555\r", "+49301234", "1" * 41])
+@pytest.mark.parametrize("number", ["", "555;ATZ", "555\r", "555\n", "+49301234", "1" * 41])
 def test_dial_string_is_checked(number):
     with pytest.raises(ValueError):
         T30Sender(number, CodedPages(1), OPTS)

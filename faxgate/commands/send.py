@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from faxgate.faxd.t30 import DIAL_STRING
     from faxgate.render import Document, RenderOptions, render_documents
 
-    if not DIAL_STRING.match(args.number):
+    if not DIAL_STRING.fullmatch(args.number):
         raise InputError(
             f"cannot dial {args.number!r}: use digits, * #, ',' (pause) and W (wait), at most 40"
         )
