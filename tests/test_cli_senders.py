@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from faxgate.cli import main
-from faxgate.commands.senders import display_width, render_table
+from faxgate.commands.output import display_width, render_table
 from faxgate.store import Store
 
 

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from faxgate.cli import main
-from faxgate.commands.senders import display_width
+from faxgate.commands.output import display_width
 from faxgate.config import DialplanConfig
 from faxgate.errors import InputError
 from faxgate.grammar import dialplan as dp

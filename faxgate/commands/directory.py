@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from faxgate.commands.senders import open_store, print_json, render_table, table_time
+from faxgate.commands.output import open_store, print_json, render_table, table_time
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -10,15 +10,16 @@ import argparse
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from faxgate.commands.senders import (
+from faxgate.commands.output import (
     clip,
+    json_arg,
     open_store,
     print_json,
     render_fields,
     render_table,
     table_time,
-    whole_number,
 )
+from faxgate.commands.senders import whole_number
 from faxgate.store import JOB_STATES
 
 if TYPE_CHECKING:
@@ -37,10 +38,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def job_id_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job_id", metavar="ID", help="job id (as in 'faxgate jobs list')")
-
-
-def json_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
 def register_list(actions: argparse._SubParsersAction) -> None:

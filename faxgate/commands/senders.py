@@ -1,123 +1,27 @@
-"""``faxgate senders``: register who may fax, with per-sender limits.
-
-Also home of the small output helpers the store's commands share (aligned,
-CJK-width-aware tables for people; ``--json`` for scripts, times as ISO 8601).
-"""
+"""``faxgate senders``: register who may fax, with per-sender limits."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import unicodedata
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from faxgate.commands.output import (
+    cell,
+    json_arg,
+    open_store,
+    print_json,
+    render_fields,
+    render_table,
+    table_time,
+)
 from faxgate.store import CSV_COLUMNS, DESTINATION_SCOPES, LANGUAGES
 
 if TYPE_CHECKING:
-    from faxgate.store import Sender, Store
+    from faxgate.store import Sender
 
-# Keys of to_dict() output holding UNIX times; shown as ISO 8601 in CLI output.
-TIME_KEYS = frozenset(
-    {"created", "updated", "time", "receipt_sent_at", "next_try", "added", "applied"}
-)
 LIMIT_OPTIONS = ("max_recipients", "max_pages", "jobs_per_day")
-
-
-# ---- shared output helpers ----------------------------------------------------
-
-
-def open_store(args: argparse.Namespace) -> Store:
-    """The store named by the configuration given with ``--config``."""
-    from faxgate import config
-    from faxgate.store import Store
-
-    return Store.open(config.load(args.config))
-
-
-def iso_time(value: float | None) -> str | None:
-    if value is None:
-        return None
-    return datetime.fromtimestamp(value).astimezone().isoformat(timespec="seconds")
-
-
-def table_time(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def json_ready(data: Any) -> Any:
-    """``to_dict()`` output with UNIX times turned into ISO 8601 strings."""
-    if isinstance(data, dict):
-        return {
-            key: iso_time(value)
-            if key in TIME_KEYS and isinstance(value, int | float)
-            else json_ready(value)
-            for key, value in data.items()
-        }
-    if isinstance(data, list | tuple):
-        return [json_ready(item) for item in data]
-    return data
-
-
-def print_json(data: Any) -> None:
-    print(json.dumps(json_ready(data), ensure_ascii=False, indent=2))
-
-
-def display_width(text: str) -> int:
-    """Terminal columns: CJK wide and full-width characters take two."""
-    width = 0
-    for ch in text:
-        if unicodedata.combining(ch):
-            continue
-        width += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
-    return width
-
-
-def clip(text: str, width: int) -> str:
-    """Shorten ``text`` to at most ``width`` columns, marking the cut with '…'."""
-    if display_width(text) <= width:
-        return text
-    out, used = [], 0
-    for ch in text:
-        w = display_width(ch)
-        if used + w > width - 1:
-            break
-        out.append(ch)
-        used += w
-    return "".join(out) + "…"
-
-
-def cell(value: Any) -> str:
-    """One table cell; control characters from hostile input never reach the terminal."""
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    text = str(value)
-    return "".join("?" if unicodedata.category(ch) in ("Cc", "Cf") else ch for ch in text)
-
-
-def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Columns aligned by display width, a dashed rule under the header."""
-    grid = [list(headers)] + [[cell(v) for v in row] for row in rows]
-    widths = [max(display_width(r[i]) for r in grid) for i in range(len(headers))]
-    lines = []
-    for n, row in enumerate(grid):
-        padded = [text + " " * (widths[i] - display_width(text)) for i, text in enumerate(row)]
-        lines.append("  ".join(padded).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def render_fields(pairs: Sequence[tuple[str, Any]]) -> str:
-    """``key  value`` lines, keys aligned, for one object."""
-    width = max(display_width(key) for key, _ in pairs)
-    return "\n".join(f"{key.ljust(width)}  {cell(value)}".rstrip() for key, value in pairs)
 
 
 # ---- argument types -------------------------------------------------------------
@@ -159,10 +63,6 @@ def _email_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("email", metavar="EMAIL", help="the sender's e-mail address")
 
 
-def _json_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
-
-
 def register_add(actions: argparse._SubParsersAction) -> None:
     parser = actions.add_parser("add", help="register a sender")
     _email_arg(parser)
@@ -187,7 +87,7 @@ def register_add(actions: argparse._SubParsersAction) -> None:
         "--allow-premium", action="store_true", help="may call premium-rate numbers"
     )
     parser.add_argument("--language", choices=LANGUAGES, help="receipt language")
-    _json_arg(parser)
+    json_arg(parser)
     parser.set_defaults(handler=run_add)
 
 
@@ -260,7 +160,7 @@ def register_set(actions: argparse._SubParsersAction) -> None:
         metavar="en|zh|default",
         help="receipt language; 'default' = the configured one",
     )
-    _json_arg(parser)
+    json_arg(parser)
     parser.set_defaults(handler=run_set)
 
 
@@ -282,7 +182,7 @@ def run_set(args: argparse.Namespace) -> int:
 
 def register_list(actions: argparse._SubParsersAction) -> None:
     parser = actions.add_parser("list", help="list senders")
-    _json_arg(parser)
+    json_arg(parser)
     parser.set_defaults(handler=run_list)
 
 
@@ -313,7 +213,7 @@ def run_list(args: argparse.Namespace) -> int:
 def register_show(actions: argparse._SubParsersAction) -> None:
     parser = actions.add_parser("show", help="show one sender")
     _email_arg(parser)
-    _json_arg(parser)
+    json_arg(parser)
     parser.set_defaults(handler=run_show)
 
 
@@ -331,7 +231,7 @@ def _switch(name: str, help_text: str, fields: dict[str, Any], verb: str) -> Cal
     def register_switch(actions: argparse._SubParsersAction) -> None:
         parser = actions.add_parser(name, help=help_text)
         _email_arg(parser)
-        _json_arg(parser)
+        json_arg(parser)
         parser.set_defaults(handler=run_switch)
 
     def run_switch(args: argparse.Namespace) -> int:

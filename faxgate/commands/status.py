@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from faxgate.commands.senders import clip, print_json, render_fields, render_table, table_time
+from faxgate.commands.output import clip, print_json, render_fields, render_table, table_time
 
 #: Event kinds worth an admin's attention.
 ERROR_KINDS = frozenset(

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_parse(args: argparse.Namespace) -> int:
-    from faxgate.commands.senders import render_table
+    from faxgate.commands.output import render_table
     from faxgate.grammar.subject import RECIPIENT_KEYS, parse_subject
 
     cfg = config.load(args.config)
