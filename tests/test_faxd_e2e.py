@@ -144,6 +144,7 @@ def submit(
     sender: str = "alice@example.com",
     pdf: bytes | None = None,
     attachment: tuple[str, bytes] | None = None,
+    priority: str = "normal",
 ) -> str:
     """Spool a job the way the milter does: a real MIME mail with a text (or PDF,
     or any named ``attachment``, sniffed as the milter does) attachment."""
@@ -177,7 +178,7 @@ def submit(
         "message_id": message_id,
         "queue_id": "4ABCDEF",
         "created": datetime.now(UTC).isoformat(),
-        "priority": "normal",
+        "priority": priority,
         "documents": [
             {
                 "filename": filename,
@@ -678,3 +679,69 @@ def test_a_starting_faxd_waits_for_a_predecessor_letting_go_of_the_lock(env) -> 
         daemon.stop()
         thread.join(30)
     assert not thread.is_alive() and not failed
+
+
+def test_a_high_priority_job_is_dialled_before_an_older_low_priority_one(env) -> None:
+    devices, _ = env.line(["modem0"], LineOptions(pacing=PACING))
+    capture = env.smtp()
+    # A faxd without modems renders both jobs and dials nothing; the faxd started
+    # next adopts both before its modem picks the first call, so the order is
+    # decided by the queue alone (first in, first out would dial the low one).
+    holding = env.config([])
+    root = Path(holding.spool.directory)
+    first = Running(holding)
+    try:
+        low = submit(holding, "11111111/Low", text="low priority\n", priority="low")
+        high = submit(holding, "22222222/High", text="high priority\n", priority="high")
+        for job_dir in (root / "active" / low, root / "active" / high):
+            wait_until(
+                lambda job_dir=job_dir: (s := faxd.read_state(job_dir)) and s.rendered,
+                30,
+                f"{job_dir.name} rendered",
+            )
+    finally:
+        first.stop()
+    wait_until(lambda: faxd.faxd_pid(root) is None, 10, "the first faxd's lock released")
+    assert read_sidecars(env.tmp / "far") == []
+    assert spool.list_jobs(root, "active") == sorted([low, high]) == [low, high]
+    low_state = faxd.read_state(root / "active" / low)
+    assert faxd.read_state(root / "active" / high).priority < low_state.priority
+    assert faxd.read_state(root / "active" / high).created >= low_state.created
+    env.faxd(env.config(devices))
+    wait_until(lambda: len(capture.parsed("alice@example.com")) == 2, 60, "both receipts")
+    calls = sorted(read_sidecars(env.tmp / "far"), key=lambda c: c.json["started_at"])
+    assert [c.json["dialled"][-8:] for c in calls] == ["22222222", "11111111"]
+    assert all(c.ok for c in calls)
+    assert calls[0].json["ended_at"] <= calls[1].json["started_at"]  # one modem: one call
+
+
+def test_no_receipt_to_the_null_sender_or_mailer_daemon(env) -> None:
+    """A spool written by hand or an older version may hold such senders: the fax
+    still goes out, and no mail is ever sent to them (a receipt could loop)."""
+    devices, _ = env.line(["modem0"], LineOptions(pacing=PACING))
+    capture = env.smtp()
+    cfg = env.config(devices)
+    env.faxd(cfg)
+    root = Path(cfg.spool.directory)
+    null = submit(cfg, "11111111/Null", text="one page\n", sender="")
+    daemon = submit(cfg, "22222222/Daemon", text="one page\n", sender="MAILER-DAEMON@mx.example")
+    # A control job: receipts do reach the capture server in this very setup.
+    control = submit(cfg, "33333333/Control", text="one page\n")
+    for job_id in (null, daemon, control):
+        wait_until((root / "done" / job_id).is_dir, 90, f"{job_id} in done/")
+    for job_id in (null, daemon):
+        on_disk = faxd.read_state(root / "done" / job_id)
+        assert on_disk.outcome == "done" and on_disk.receipt.state == "not_needed"
+    # The store cannot record a job from the null sender (its sender column takes
+    # only an address); faxd logs that and goes on: the spool is the truth.
+    store = Store.open(cfg)
+    job = store.get_job(daemon)
+    assert job.state == "done" and job.receipt_state == "not_needed"
+    assert "receipt_not_needed" in [e.kind for e in store.events(daemon)]
+    assert store.get_job(control).receipt_state == "sent"
+    calls = read_sidecars(env.tmp / "far")
+    assert sorted(c.json["dialled"][-8:] for c in calls) == ["11111111", "22222222", "33333333"]
+    assert all(c.ok for c in calls)
+    # Jobs in done/ are out of faxd's hands: whatever was mailed has been mailed.
+    assert [rcpts for _, rcpts, _ in capture.messages] == [["alice@example.com"]]
+    receipt_for(capture, control)
