@@ -464,8 +464,17 @@ _RECIPIENT_CHECKS: dict[str, Callable[[Any], Any]] = {
     "line_seconds": lambda v: _optional_number(v, "line_seconds", float),
 }
 
+
+def _job_sender(address: Any) -> str:
+    """A job's envelope sender: an address, or "" for the null sender (<>), whose
+    jobs are recorded too (never mailed a receipt)."""
+    if isinstance(address, str) and not address.strip():
+        return ""
+    return normalize_email(address)
+
+
 _JOB_CHECKS: dict[str, Callable[[Any], Any]] = {
-    "sender": normalize_email,
+    "sender": _job_sender,
     "subject": lambda v: _optional_text(v, "subject") or "",
     "message_id": lambda v: _optional_text(v, "message_id"),
     "queue_id": lambda v: _optional_text(v, "queue_id"),

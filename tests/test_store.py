@@ -666,3 +666,11 @@ def test_readme_sqlite_utils_examples_print_what_they_claim(db_path: Path) -> No
         )
         assert result.returncode == 0, result.stderr
         assert result.stdout == expected, command
+
+
+def test_a_job_from_the_null_sender_is_recorded(tmp_path: Path) -> None:
+    store = Store(tmp_path / "faxgate.db")
+    assert store.record_job({"id": "bounce-1", "sender": "", "recipients": []})
+    assert store.get_job("bounce-1").sender == ""
+    with pytest.raises(InputError):
+        store.record_job({"id": "bad-1", "sender": "no-at-sign", "recipients": []})
