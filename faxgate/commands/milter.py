@@ -29,7 +29,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = config.load(args.config)
     if args.socket:
         cfg = dataclasses.replace(cfg, milter=dataclasses.replace(cfg.milter, socket=args.socket))
-    logging.getLogger("faxgate").setLevel(logging.INFO)
+    if not args.verbose:
+        # One log line per decision (accepted, rejected and why) is INFO, not noise.
+        logging.getLogger("faxgate").setLevel(logging.INFO)
     try:
         spool.ensure_layout(cfg.spool.directory)
     except spool.SpoolError as exc:
