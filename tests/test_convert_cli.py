@@ -3,11 +3,10 @@ bad input exits 2 naming the file and the reason, leaving nothing behind."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
 
+import docs_factory as docs
 import numpy as np
 import pytest
 from PIL import Image, ImageSequence
@@ -16,19 +15,6 @@ from faxgate.cli import main
 from faxgate.faxd.tifff import read_tiff_f
 from faxgate.render import Document, RenderOptions, render_documents
 
-
-def _load_factory():
-    if "docs_factory" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "docs_factory", Path(__file__).with_name("docs_factory.py")
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["docs_factory"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["docs_factory"]
-
-
-docs = _load_factory()
 LINE = re.compile(
     r"^page (\d+)/(\d+)  (.+)  (standard|fine|superfine)  1728x(\d+)  (mh|mr|mmr)  (\d+) bytes$"
 )

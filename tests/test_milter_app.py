@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
 import logging
@@ -14,6 +13,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import docs_factory as docs
 import Milter
 import pypdf
 import pytest
@@ -28,20 +28,6 @@ from faxgate.store import Store
 
 FAX = "fax@fax.example.com"
 ALICE = "alice@example.com"
-
-
-def _docs_factory():
-    if "docs_factory" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "docs_factory", Path(__file__).with_name("docs_factory.py")
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["docs_factory"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["docs_factory"]
-
-
-docs = _docs_factory()
 
 
 def make_pdf(pages: int = 1, password: str | None = None) -> bytes:

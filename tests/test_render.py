@@ -3,14 +3,12 @@ header, cover, limits. Office formats are in test_render_office.py."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
-import sys
 import threading
 import time
 from datetime import datetime
-from pathlib import Path
 
+import docs_factory as docs
 import numpy as np
 import pypdf
 import pytest
@@ -37,19 +35,6 @@ from faxgate.render.geometry import PageGeometry
 from faxgate.render.pdf import render_pdf
 from faxgate.render.text import paginate, render_text, wrap
 
-
-def _load_factory():
-    if "docs_factory" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "docs_factory", Path(__file__).with_name("docs_factory.py")
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["docs_factory"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["docs_factory"]
-
-
-docs = _load_factory()
 WHEN = datetime(2026, 12, 4, 9, 30)
 #: A character Noto CJK has no glyph for: it draws the missing-glyph box.
 MISSING = "\U0010fffd"

@@ -3,11 +3,10 @@ hanging decoder fails the job instead of the daemon."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
 from pathlib import Path
 
+import docs_factory as docs
 import numpy as np
 import pytest
 
@@ -20,20 +19,6 @@ from faxgate.render import (
     render_with_sources,
 )
 from faxgate.render.isolated import render_isolated
-
-
-def _load_factory():
-    if "docs_factory" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "docs_factory", Path(__file__).with_name("docs_factory.py")
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["docs_factory"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["docs_factory"]
-
-
-docs = _load_factory()
 
 
 def test_same_pages_as_in_process():

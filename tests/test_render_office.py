@@ -5,13 +5,12 @@ Write file; isolation, concurrency, timeouts that kill the whole converter."""
 from __future__ import annotations
 
 import concurrent.futures
-import importlib.util
 import io
-import sys
 import time
 import zipfile
 from pathlib import Path
 
+import docs_factory as docs
 import numpy as np
 import pypdf
 import pytest
@@ -26,19 +25,6 @@ from faxgate.render import (
 )
 from faxgate.render.office import convert_to_pdf
 
-
-def _load_factory():
-    if "docs_factory" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "docs_factory", Path(__file__).with_name("docs_factory.py")
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["docs_factory"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["docs_factory"]
-
-
-docs = _load_factory()
 FORMATS = ["doc", "docx", "odt", "rtf", "xls", "xlsx", "ods", "ppt", "pptx", "odp", "wri"]
 
 

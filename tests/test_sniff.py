@@ -2,34 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import struct
-import sys
 import tarfile
 import time
 import zipfile
-from pathlib import Path
 
+import docs_factory as docs
 import pytest
 
 from faxgate.errors import PermanentError
 from faxgate.render.ole import CompoundFile
 from faxgate.render.sniff import EncryptedDocument, Sniffed, UnsupportedDocument, sniff
-
-
-def _load_factory():
-    if "docs_factory" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "docs_factory", Path(__file__).with_name("docs_factory.py")
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["docs_factory"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["docs_factory"]
-
-
-docs = _load_factory()
 
 
 @pytest.fixture(scope="module")
