@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from faxgate.errors import TemporaryError
+from faxgate.processes import terminate
 
 FAX_ADDRESS = "fax@faxgate.test"
 DEMO_SENDER = "demo@example.test"
@@ -324,14 +325,7 @@ class Faxd:
         _wait_for(ready, timeout, "faxd to start")
 
     def stop(self, timeout: float = 20.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process, timeout)
 
 
 @contextlib.contextmanager

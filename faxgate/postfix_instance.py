@@ -34,6 +34,7 @@ from pathlib import Path
 from types import TracebackType
 
 from faxgate.errors import TemporaryError
+from faxgate.processes import terminate
 
 SYSTEM_MASTER_CF = Path("/etc/postfix/master.cf")
 POSTFIX = "/usr/sbin/postfix"
@@ -398,14 +399,7 @@ class MilterProcess:
             raise PostfixError(f"milter did not start; log:\n{self.log_text()}") from None
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process, timeout)
 
     def log_text(self) -> str:
         try:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from faxgate.errors import InputError
+from faxgate.processes import terminate
 from faxgate.simline.line import LineError, LineOptions, SimulatedLine
 
 
@@ -154,13 +155,8 @@ class LineProcess:
         """SIGTERM the process and wait; returns its exit code."""
         if self.process is None:
             return 0
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
         try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+            return terminate(self.process, timeout)
         finally:
             if self.process.stdout is not None:
                 self.process.stdout.close()
