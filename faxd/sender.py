@@ -186,7 +186,7 @@ def perform(modem: Class1Modem, action: Action) -> Event:
     if isinstance(action, SendFrames):
         return ModemResult(modem.send_frames(list(action.frames)))
     if isinstance(action, SendTraining):
-        return ModemResult(modem.send_data(action.modulation, bytes(action.length), 30.0))
+        return ModemResult(modem.send_data(action.modulation, bytes(action.length), action.timeout))
     if isinstance(action, SendPage):
         return ModemResult(modem.send_data(action.modulation, action.data, action.timeout))
     if isinstance(action, Silence):

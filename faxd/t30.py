@@ -92,6 +92,7 @@ class SendFrames:
 class SendTraining:
     modulation: int  # +FTM code
     length: int  # zero bytes (TCF)
+    timeout: float = 600.0  # until the modem says the TCF is on the line
 
 
 @dataclass(frozen=True)
@@ -538,7 +539,11 @@ class T30Sender:
                 *self._turnaround(),
                 self._frames(tsi, (fr.DCS, fr.build_dcs(session))),
                 Silence(8),  # T.30: 75 ms between DCS and TCF
-                SendTraining(modulation.ftm_long, tcf_bytes),
+                SendTraining(
+                    modulation.ftm_long,
+                    tcf_bytes,
+                    timeout=self._wall(self.options.tcf_seconds + self.options.data_margin),
+                ),
             ]
             response = yield from self._exchange("DCS", steps, _DCS_RESPONSES)
             if response.kind == fr.CFR:

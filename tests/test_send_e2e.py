@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw
 
 from faxgate.faxd.frames import Frame, parse_dcs
 from faxgate.faxd.page import FaxPage
+from faxgate.faxd.queue import PROTOCOL_REASONS
 from faxgate.faxd.sender import ImagePages, SendOptions, send_fax
 from faxgate.simline import LineOptions, SimulatedLine
 
@@ -167,7 +168,8 @@ def test_far_end_offering_ecm_gets_a_plain_call(line, tmp_path):
 
 
 def test_realistic_line_noise_costs_nothing(line, tmp_path):
-    sim = line(noise_dbm0=-60.0)
+    # -70 dBm0: a typical idle-channel noise (ITU-T G.712 allows up to -65 dBm0p).
+    sim = line(noise_dbm0=-70.0)
     pages = ImagePages([make_page("fine", 5)])
     result = send_fax(str(sim.device), "5550199", pages, options(tmp_path))
     assert result.ok and result.bit_rate == 14400, result.message
@@ -182,6 +184,29 @@ def test_realistic_line_noise_costs_nothing(line, tmp_path):
     ours = result.line_seconds * PACING / TIME_SCALE
     assert 0.9 * received.line_seconds <= ours <= 2 * received.line_seconds + 2
     assert result.transcript[-1][0] <= result.line_seconds
+
+
+def test_noisier_line_still_delivers_every_page_within_the_retry_budget(line, tmp_path):
+    # At -60 dBm0 spandsp's V.17 receiver misses the short training of the page
+    # now and then (about 1 call in 15 here): the page is then not confirmed and
+    # the call fails with a cause faxd retries, and the next call resumes there.
+    sim = line(noise_dbm0=-60.0)
+    pages = ImagePages([make_page("standard", 3, rows=400), make_page("standard", 4, rows=400)])
+    first_page, calls = 0, 0
+    while first_page < pages.count:
+        calls += 1
+        assert calls <= 3, "three calls did not get two pages through"
+        result = send_fax(
+            str(sim.device), "5550199", pages, options(tmp_path), first_page=first_page
+        )
+        assert result.ok or result.reason in PROTOCOL_REASONS, result.message
+        assert result.confirmed_pages == list(range(first_page, result.next_page))
+        first_page = result.next_page
+    received = [fax for fax in sim.wait_for_fax(calls, timeout=30) if fax.json["pages"]]
+    images = [image for fax in received for image in fax.images()]
+    assert len(images) == pages.count
+    for index, image in enumerate(images):
+        assert (np.asarray(image) == np.asarray(pages.image_for(index, "standard"))).all()
 
 
 def dcs_rates(received) -> list[int]:

@@ -6,6 +6,8 @@ codes, timeouts) and checks the actions the machine takes and its result.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from faxgate.faxd import frames as fr
@@ -171,6 +173,15 @@ def test_tcf_is_one_and_a_half_seconds_of_zeros_at_the_rate():
     actions, _ = drive(machine, [*answer(), rx(fr.CFR), rx(fr.MCF)])
     tcf = next(a for a in actions if isinstance(a, SendTraining))
     assert tcf.length == 14400 * 3 // 2 // 8
+
+
+def test_tcf_waits_for_the_modem_only_as_long_as_the_line_needs():
+    # A line that drops during TCF leaves a modem silent; the wait ends after
+    # TCF plus the data margin, in line time, not after a fixed half minute.
+    options = dataclasses.replace(OPTS, data_margin=2.0, time_scale=10.0)
+    actions, _ = drive(T30Sender("1", CodedPages(1), options), [*answer(), rx(fr.CFR), rx(fr.MCF)])
+    tcf = next(a for a in actions if isinstance(a, SendTraining))
+    assert tcf.timeout == pytest.approx((1.5 + 2.0) / 10.0)
 
 
 @pytest.mark.parametrize(
