@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from faxgate.commands import pageopts
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
@@ -19,19 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="documents, in page order")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.tif", help="TIFF to write")
-    parser.add_argument("--resolution", choices=("standard", "fine", "superfine"))
-    parser.add_argument("--paper", choices=("a4", "letter"))
+    pageopts.add_arguments(parser, "our fax number in the header (default: fax.station_id)")
     parser.add_argument("--coding", choices=("mh", "mr", "mmr"))
-    parser.add_argument(
-        "--header",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="stamp the header line on each page (default: render.header)",
-    )
     parser.add_argument("--sender", default="", help="sender shown in the header and cover")
-    parser.add_argument(
-        "--station-id", help="our fax number in the header (default: fax.station_id)"
-    )
     parser.add_argument("--charset", help="charset of text inputs (default: detected)")
     parser.add_argument(
         "--keep-blank-pages", action="store_true", help="keep blank pages at document ends"
@@ -49,8 +41,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from faxgate import config
     from faxgate.errors import InputError
     from faxgate.faxd.tifff import write_tiff_f
@@ -58,24 +48,21 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config.load(args.config)
     documents = [Document(_read(path), Path(path).name, args.charset) for path in args.inputs]
-    station_id = cfg.fax.station_id if args.station_id is None else args.station_id
-    cfg = dataclasses.replace(
+    cfg = pageopts.apply(
         cfg,
-        fax=dataclasses.replace(cfg.fax, station_id=station_id),
-        render=dataclasses.replace(
-            cfg.render,
-            resolution=args.resolution or cfg.render.resolution,
-            paper=args.paper or cfg.render.paper,
-            header=cfg.render.header if args.header is None else args.header,
-            cover_page=args.cover,
-            drop_blank_pages=cfg.render.drop_blank_pages and not args.keep_blank_pages,
-        ),
+        args,
+        cover_page=args.cover,
+        drop_blank_pages=cfg.render.drop_blank_pages and not args.keep_blank_pages,
     )
     comment = args.comment
     if args.comment_file:
         comment = _read(args.comment_file).decode("utf-8", errors="replace")
     cover = CoverInfo(
-        name1=args.to, name2=args.attn, sender=args.sender, station_id=station_id, comment=comment
+        name1=args.to,
+        name2=args.attn,
+        sender=args.sender,
+        station_id=cfg.fax.station_id,
+        comment=comment,
     )
     overrides = {} if args.max_pages is None else {"max_pages": args.max_pages}
     options = RenderOptions.from_config(cfg, sender=args.sender, cover=cover, **overrides)

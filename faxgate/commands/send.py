@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from faxgate.commands import pageopts
+
 if TYPE_CHECKING:
     from faxgate.faxd.t30 import CallResult
 
@@ -24,19 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--device", required=True, metavar="PATH", help="Class 1 modem device")
     parser.add_argument("--json", action="store_true", help="print the call result as JSON")
-    parser.add_argument("--resolution", choices=("standard", "fine", "superfine"))
+    pageopts.add_arguments(parser, "our number in TSI and the header (default fax.station_id)")
     parser.add_argument(
         "--coding", choices=("mh", "mr"), help="preferred coding (default fax.coding)"
-    )
-    parser.add_argument("--paper", choices=("a4", "letter"))
-    parser.add_argument(
-        "--station-id", help="our number in TSI and the header (default fax.station_id)"
-    )
-    parser.add_argument(
-        "--header",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="stamp the header line on each page (default: render.header)",
     )
     parser.add_argument("--max-rate", type=int, choices=(14400, 12000, 9600, 7200, 4800, 2400))
     parser.add_argument(
@@ -52,7 +44,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
     import json
     from pathlib import Path
 
@@ -71,17 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.device).exists():
         raise InputError(f"no such device: {args.device}")
     cfg = config.load(args.config)
-    station_id = cfg.fax.station_id if args.station_id is None else args.station_id
-    cfg = dataclasses.replace(
-        cfg,
-        fax=dataclasses.replace(cfg.fax, station_id=station_id),
-        render=dataclasses.replace(
-            cfg.render,
-            resolution=args.resolution or cfg.render.resolution,
-            paper=args.paper or cfg.render.paper,
-            header=cfg.render.header if args.header is None else args.header,
-        ),
-    )
+    cfg = pageopts.apply(cfg, args)
     documents = []
     for name in args.files:
         try:
