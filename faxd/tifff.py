@@ -100,6 +100,29 @@ def _ifd(entries: list[tuple[int, int, int, bytes]], base: int) -> bytes:
     return bytes(table + extra)
 
 
+#: Tags of ``_strip_tags`` written as LONG in our files (the rest are SHORT).
+_LONG_TAGS = frozenset({IMAGE_WIDTH, IMAGE_LENGTH, ROWS_PER_STRIP, T4_OPTIONS})
+
+
+def _strip_tags(width: int, height: int, coding: Coding) -> list[tuple[int, int]]:
+    """The tags that say how one page's strip is coded: the same in our TIFF-F
+    files and in the scratch file libtiff codes a strip in, so both agree."""
+    tags = [
+        (IMAGE_WIDTH, width),
+        (IMAGE_LENGTH, height),
+        (BITS_PER_SAMPLE, 1),
+        (SAMPLES_PER_PIXEL, 1),
+        (PHOTOMETRIC, 0),
+        (FILL_ORDER, 2),
+        (ROWS_PER_STRIP, height),
+        (RESOLUTION_UNIT, 2),
+        (COMPRESSION, COMPRESSION_G4 if coding == "mmr" else COMPRESSION_G3),
+    ]
+    if coding != "mmr":
+        tags.append((T4_OPTIONS, T4_FILL_BITS | (T4_2D if coding == "mr" else 0)))
+    return tags
+
+
 def _short(tag: int, *values: int) -> tuple[int, int, int, bytes]:
     return (tag, _SHORT, len(values), struct.pack(f"<{len(values)}H", *values))
 
@@ -130,28 +153,21 @@ def tiff_f_bytes(pages: Sequence[FaxPage], coding: Coding = "mr") -> bytes:
 
         lines_per_inch = round(LINES_PER_INCH[page.resolution])
         entries = [
+            (_long if tag in _LONG_TAGS else _short)(tag, value)
+            for tag, value in _strip_tags(width, height, coding)
+        ]
+        entries += [
             _long(NEW_SUBFILE_TYPE, 2),
-            _long(IMAGE_WIDTH, width),
-            _long(IMAGE_LENGTH, height),
-            _short(BITS_PER_SAMPLE, 1),
-            _short(COMPRESSION, COMPRESSION_G4 if coding == "mmr" else COMPRESSION_G3),
-            _short(PHOTOMETRIC, 0),
-            _short(FILL_ORDER, 2),
             _long(STRIP_OFFSETS, strip_at),
-            _short(SAMPLES_PER_PIXEL, 1),
-            _long(ROWS_PER_STRIP, height),
             _long(STRIP_BYTE_COUNTS, len(strip)),
             (X_RESOLUTION, _RATIONAL, 1, struct.pack("<II", 204, 1)),
             (Y_RESOLUTION, _RATIONAL, 1, struct.pack("<II", lines_per_inch, 1)),
-            _short(RESOLUTION_UNIT, 2),
             _short(PAGE_NUMBER, number, len(pages)),
             (SOFTWARE, _ASCII, 8, b"faxgate\0"),
             _short(CLEAN_FAX_DATA, 0),
         ]
         if coding == "mmr":
             entries.append(_long(T6_OPTIONS, 0))
-        else:
-            entries.append(_long(T4_OPTIONS, T4_FILL_BITS | (T4_2D if coding == "mr" else 0)))
         out += _ifd(entries, ifd_at)
         link_at = ifd_at + 2 + 12 * len(entries)
     return bytes(out)
@@ -240,20 +256,7 @@ def _libtiff_strip(page: FaxPage, coding: Coding) -> bytes:
             raise OSError("libtiff cannot open its scratch file")
         handle = ctypes.c_void_p(tif)
         try:
-            fields = [
-                (IMAGE_WIDTH, width),
-                (IMAGE_LENGTH, height),
-                (BITS_PER_SAMPLE, 1),
-                (SAMPLES_PER_PIXEL, 1),
-                (PHOTOMETRIC, 0),
-                (FILL_ORDER, 2),
-                (ROWS_PER_STRIP, height),
-                (RESOLUTION_UNIT, 2),
-                (COMPRESSION, COMPRESSION_G4 if coding == "mmr" else COMPRESSION_G3),
-            ]
-            if coding != "mmr":
-                fields.append((T4_OPTIONS, T4_FILL_BITS | (T4_2D if coding == "mr" else 0)))
-            for tag, value in fields:
+            for tag, value in _strip_tags(width, height, coding):
                 if not lib.TIFFSetField(handle, ctypes.c_uint32(tag), ctypes.c_uint32(value)):
                     raise OSError(f"libtiff refused tag {tag}")
             lines = ctypes.c_double(LINES_PER_INCH[page.resolution])  # sets libtiff's K
