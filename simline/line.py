@@ -122,9 +122,12 @@ class LineOptions:
     ``ring_seconds``: line seconds a no-answer call rings before NO ANSWER
     (like a modem's S7 timer). ``noise_dbm0``: white Gaussian noise added to
     both directions, on spandsp's dBm0 scale (0 dBm0 = rms 32768 × 10^(-6.16/20),
-    as ``awgn_init_dbm0``). Measured with faxgate's sender at V.17: up to
-    -48 dBm0 calls go through at 14400 with no bad rows (real lines: -70 to
-    -60); around -47.5 the receivers start taking the noise for a carrier, so
+    as ``awgn_init_dbm0``). Measured with faxgate's sender at V.17: TCF
+    passes at 14400 up to -48 dBm0 (real lines: -70 to -60), but the far
+    end's V.17 receiver misses the short training before a page now and then
+    (page not received, call fails): in about 1 call in 4 at -55 dBm0, 1 in 15
+    at -60, 1 in 100 at -65, none in 200 at -70. Around -47.5 the receivers
+    start taking the noise for a carrier, so
     TCF fails at random and training falls back to 12000 or 9600, or the call
     fails; from about -46 TCF fails at every rate (training_failed), and from
     about -40 even V.21 breaks (no valid DIS). The modems' own signals are far
