@@ -109,7 +109,7 @@ _VERTICAL_LENGTHS = np.array([len(c) for c in tables.VERTICAL], dtype=np.int64)
 def image_to_black(image: Image.Image) -> np.ndarray:
     """Rows of a PIL mode "1" image as a bool array, True = black."""
     width, _ = image.size
-    return np.unpackbits(_packed_rows(image), axis=1, count=width).astype(bool)
+    return np.unpackbits(packed_rows(image), axis=1, count=width).astype(bool)
 
 
 def black_to_image(black: np.ndarray) -> Image.Image:
@@ -117,13 +117,15 @@ def black_to_image(black: np.ndarray) -> Image.Image:
     return packed_to_image(np.packbits(black, axis=1), black.shape[1])
 
 
-def _packed_rows(image: Image.Image) -> np.ndarray:
+def packed_rows(image: Image.Image) -> np.ndarray:
     """Rows of a mode "1" image packed MSB first, 1 = black, each padded to whole bytes."""
     if image.mode != "1":
         raise ValueError(f"fax coding needs a bilevel mode '1' image, not mode {image.mode!r}")
     width, height = image.size
-    raw = image.tobytes("raw", "1;I")  # PIL's inverted packing: 1 = black
-    return np.frombuffer(raw, dtype=np.uint8).reshape(height, (width + 7) // 8)
+    # Pillow keeps mode "1" as one byte per pixel (0 or 255): fetched as such and
+    # packed by numpy it is several times faster than Pillow's own "1;I" packing.
+    pixels = np.frombuffer(image.tobytes("raw", "L"), dtype=np.uint8).reshape(height, width)
+    return np.packbits(pixels == 0, axis=1)
 
 
 class _Lines:
@@ -396,7 +398,7 @@ def encode_image(
     LSB first unless ``lsb_first`` is False.
     """
     return encode_packed(
-        _packed_rows(image),
+        packed_rows(image),
         image.size[0],
         coding,
         k=k,

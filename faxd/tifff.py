@@ -34,6 +34,7 @@ from faxgate.faxd.t4 import (
     decode_packed,
     encode_image,
     k_for_resolution,
+    packed_rows,
     packed_to_image,
 )
 
@@ -242,10 +243,7 @@ def _libtiff_strip(page: FaxPage, coding: Coding) -> bytes:
     lib = _libtiff()
     assert lib is not None
     width, height = page.image.size
-    # Pillow keeps mode "1" as one byte per pixel (0 or 255): fetched as such
-    # and packed by numpy, 1 = black, it is several times faster than "1;I".
-    pixels = np.frombuffer(page.image.tobytes("raw", "L"), dtype=np.uint8)
-    rows = np.packbits(pixels.reshape(height, width) == 0, axis=1).tobytes()
+    rows = packed_rows(page.image).tobytes()
     # An anonymous in-memory file: nothing on disk, nothing left if we are killed.
     scratch = os.memfd_create("faxgate-strip", os.MFD_CLOEXEC)
     try:
