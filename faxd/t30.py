@@ -321,6 +321,11 @@ class T30Sender:
     def _wall(self, line_seconds: float) -> float:
         return line_seconds / self.options.time_scale
 
+    def _send_timeout(self, data_bytes: int, modulation: Modulation) -> float:
+        """How long the modem may take to put TCF or page data on the line: the
+        data's own line time plus the data margin, in wall time."""
+        return self._wall(data_bytes * 8 / modulation.bit_rate + self.options.data_margin)
+
     def _elapsed(self) -> float:
         """Line seconds since dialling: wall time × ``time_scale`` (the same for a real
         modem), so transcripts and ``line_seconds`` read alike at any pacing."""
@@ -542,7 +547,7 @@ class T30Sender:
                 SendTraining(
                     modulation.ftm_long,
                     tcf_bytes,
-                    timeout=self._wall(self.options.tcf_seconds + self.options.data_margin),
+                    timeout=self._send_timeout(tcf_bytes, modulation),
                 ),
             ]
             response = yield from self._exchange("DCS", steps, _DCS_RESPONSES)
@@ -581,8 +586,7 @@ class T30Sender:
             # After a good TCF every page of the session may use V.17's short
             # training (T.30 5.3.2.6); the receiver expects it.
             code = modulation.ftm_short if self.options.short_train else modulation.ftm_long
-            seconds = len(data) * 8 / modulation.bit_rate
-            timeout = self._wall(seconds + self.options.data_margin)
+            timeout = self._send_timeout(len(data), modulation)
             for step in self._turnaround():
                 yield step
             event = yield SendPage(code, page, data, timeout=timeout)
