@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from faxgate.errors import TemporaryError
-from faxgate.processes import terminate
+from faxgate.processes import terminate, wait_until
 
 FAX_ADDRESS = "fax@faxgate.test"
 DEMO_SENDER = "demo@example.test"
@@ -201,14 +201,7 @@ def _postfix_can_use(path: Path) -> bool:
 
 
 def _wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise DemoError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
+    return wait_until(predicate, timeout, what, DemoError, interval=0.1)
 
 
 def _tail(path: Path, lines: int = 15) -> str:

@@ -1,8 +1,12 @@
-"""Stopping child processes the way the demo, the tests and the tools need it."""
+"""Waiting for and stopping child processes the way the demo, the tests and
+the tools need it."""
 
 from __future__ import annotations
 
 import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
 
 
 def terminate(process: subprocess.Popen | None, timeout: float) -> int | None:
@@ -18,3 +22,22 @@ def terminate(process: subprocess.Popen | None, timeout: float) -> int | None:
     except subprocess.TimeoutExpired:
         process.kill()
         return process.wait()
+
+
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float,
+    what: str,
+    error: type[Exception] = TimeoutError,
+    interval: float = 0.05,
+) -> Any:
+    """Poll ``predicate`` until it returns something true, and return that; raise
+    ``error`` naming ``what`` if ``timeout`` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise error(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)

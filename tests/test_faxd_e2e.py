@@ -24,7 +24,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from PIL import Image, ImageChops
 
-from faxgate import config
+from faxgate import config, processes
 from faxgate.cli import main
 from faxgate.faxd import daemon as faxd
 from faxgate.faxd import spool
@@ -78,14 +78,7 @@ def start_smtp(port: int) -> tuple[Controller, Capture]:
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
+    return processes.wait_until(predicate, timeout, what, AssertionError)
 
 
 def write_config(
